@@ -1,0 +1,37 @@
+"""Shared numerical helpers for the tests: central finite differences and tree comparisons."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def fd_epsilon(dtype=jnp.float64) -> float:
+    """Step for central differences: eps_machine**(1/3) balances truncation and rounding error."""
+    return float(jnp.finfo(dtype).eps) ** (1.0 / 3.0)
+
+
+def central_difference(f, x, direction, eps=None):
+    """``(f(x + eps d) - f(x - eps d)) / (2 eps)`` for pytrees ``x`` and ``d``."""
+    eps = fd_epsilon() if eps is None else eps
+    plus = jax.tree.map(lambda a, d: a + eps * d, x, direction)
+    minus = jax.tree.map(lambda a, d: a - eps * d, x, direction)
+    return (float(f(plus)) - float(f(minus))) / (2 * eps)
+
+
+def random_direction(tree, seed):
+    """A random unit-norm pytree shaped like ``tree``."""
+    leaves, treedef = jax.tree.flatten(tree)
+    rng = np.random.default_rng(seed)
+    parts = [rng.normal(size=np.shape(x)) for x in leaves]
+    norm = np.sqrt(sum(np.sum(p**2) for p in parts))
+    return jax.tree.unflatten(treedef, [jnp.asarray(p / norm, jnp.result_type(x)) for p, x in zip(parts, leaves)])
+
+
+def tree_dot(a, b) -> float:
+    return float(sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))))
+
+
+def assert_trees_close(a, b, rtol=1e-10, atol=1e-12):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
