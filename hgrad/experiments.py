@@ -1,0 +1,137 @@
+"""What a reproduction notebook needs besides the library: presets and a results file.
+
+Each notebook in ``notebooks/`` picks its settings with :func:`preset_settings` and records what
+it measured in a :class:`Results`, saved as ``results/<notebook>.<preset>.json``: the metrics, the
+paper's numbers (with their source) where known, and each acceptance criterion with whether it
+holds. The book's scoreboard and the tests read these files.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+__all__ = ["PRESETS", "preset_settings", "Results", "results_dir"]
+
+PRESETS = ("smoke", "paper")
+
+
+def preset_settings(preset: str, settings: Mapping[str, Mapping[str, Any]]) -> dict:
+    """The settings of ``preset``, with a clear error for an unknown one.
+
+    Args:
+      preset: ``"smoke"`` (minutes on two CPU cores) or ``"paper"`` (the paper's scale).
+      settings: ``{"smoke": {...}, "paper": {...}}``.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    missing = [p for p in PRESETS if p not in settings]
+    if missing:
+        raise ValueError(f"settings lack the preset(s) {missing}")
+    return dict(settings[preset])
+
+
+def results_dir() -> Path:
+    """``$HGRAD_RESULTS_DIR`` or ``results/`` at the repository root."""
+    env = os.environ.get("HGRAD_RESULTS_DIR")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "results"
+
+
+def _plain(x: Any) -> Any:
+    """Convert NumPy/JAX scalars and arrays to JSON-serializable Python values."""
+    if isinstance(x, Mapping):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, (np.ndarray, jax.Array)):
+        return _plain(np.asarray(x).tolist())
+    if isinstance(x, (np.floating, np.integer, np.bool_)):
+        return x.item()
+    if isinstance(x, float) and not np.isfinite(x):
+        return str(x)
+    return x
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+            cwd=Path(__file__).resolve().parent,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class Results:
+    """Metrics, paper numbers and criteria of one notebook run, written as JSON.
+
+    Example:
+      >>> r = Results("hyper_cleaning", "smoke", paper="Franceschi et al. 2017")
+      >>> r.metric("test_accuracy", 0.91)
+      >>> r.criterion("beats_baseline", 0.91 > 0.85, "cleaned 91.0% > baseline 85.0%")
+      True
+    """
+
+    def __init__(self, notebook: str, preset: str, *, paper: str = ""):
+        preset_settings(preset, {p: {} for p in PRESETS})
+        self.notebook, self.preset, self.paper = notebook, preset, paper
+        self.metrics: dict[str, Any] = {}
+        self.paper_numbers: dict[str, Any] = {}
+        self.criteria: list[dict[str, Any]] = []
+        self.notes: list[str] = []
+        self.settings: dict[str, Any] = {}
+        self._start = time.time()
+
+    def metric(self, name: str, value: Any) -> None:
+        self.metrics[name] = _plain(value)
+
+    def paper_number(self, name: str, value: Any, source: str) -> None:
+        """A number quoted from the paper, with where it is printed (table, figure, page)."""
+        self.paper_numbers[name] = {"value": _plain(value), "source": source}
+
+    def criterion(self, name: str, holds: Any, detail: str) -> bool:
+        holds = bool(holds)
+        self.criteria.append({"name": name, "holds": holds, "detail": detail})
+        return holds
+
+    def note(self, text: str) -> None:
+        """A difference from the paper's setting (data, scale, seeds) and its size."""
+        self.notes.append(text)
+
+    @property
+    def path(self) -> Path:
+        return results_dir() / f"{self.notebook}.{self.preset}.json"
+
+    def save(self) -> Path:
+        record = {
+            "notebook": self.notebook,
+            "preset": self.preset,
+            "paper": self.paper,
+            "settings": _plain(self.settings),
+            "metrics": self.metrics,
+            "paper_numbers": self.paper_numbers,
+            "criteria": self.criteria,
+            "all_criteria_hold": all(c["holds"] for c in self.criteria),
+            "notes": self.notes,
+            "provenance": {
+                "git_commit": _git_commit(),
+                "jax_version": jax.__version__,
+                "device": f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind}",
+                "python": platform.python_version(),
+                "wall_time_s": round(time.time() - self._start, 2),
+                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            },
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(record, indent=2) + "\n")
+        return self.path
