@@ -80,6 +80,16 @@ class Dynamics(abc.ABC):
     def update(self, state: Any, grad: Any, hparams: Any, t: jax.Array) -> Any:
         """The element-wise optimizer update ``U(state, grad, hparams, t)``."""
 
+    def grad_from_states(self, state: Any, next_state: Any, hparams: Any, t: jax.Array) -> Any:
+        """The gradient of step ``t`` recovered from the states before and after it, or ``None``.
+
+        When an update lets the gradient be read back stably (momentum: ``g = v_{t+1} - mu v_t``,
+        accurate to the rounding of ``v``), the reverse sweep uses it instead of the gradient
+        recomputed with the Hessian-vector product, whose own primal output XLA then drops: one
+        matrix product fewer per layer and step. ``None`` (the default) means: recompute.
+        """
+        return None
+
     # -- the step, as any hgrad.hypergrad step ------------------------------------------------
     def __call__(self, state: Any, hparams: Any, t: jax.Array) -> Any:
         grad = jax.grad(self.loss)(self.params_of(state), hparams, t)
@@ -123,11 +133,11 @@ class Dynamics(abc.ABC):
         (state, bad), trajectory = jax.lax.scan(body, init, ts)
         return state, bad, trajectory
 
-    def _reverse(self, hparams, num_steps, start, trajectory, state_bar):
+    def _reverse(self, hparams, num_steps, start, trajectory, final_state, state_bar):
         grad_loss = jax.grad(self.loss, argnums=(0, 1))
 
         def body(carry, xs):
-            s_bar, h_bar = carry
+            s_bar, h_bar, next_state = carry
             t, state = xs
             params = self.params_of(state)
             zero_grad = jax.tree.map(jnp.zeros_like, params)
@@ -138,18 +148,21 @@ class Dynamics(abc.ABC):
             (grad, _), (hvp, mixed) = jax.jvp(
                 lambda w: grad_loss(w, hparams, t), (params,), (a,)
             )
+            recovered = self.grad_from_states(state, next_state, hparams, t)
+            if recovered is not None:
+                grad = recovered
             _, vjp_sh = jax.vjp(lambda s, h: self.update(s, grad, h, t), state, hparams)
             s_prev_bar, h_bar_update = vjp_sh(s_bar)
             _, vjp_p = jax.vjp(self.params_of, state)
             (hvp_state,) = vjp_p(hvp)
             s_prev_bar = _add(s_prev_bar, hvp_state)
             h_bar = _add(h_bar, _add(h_bar_update, mixed))
-            return (s_prev_bar, h_bar), None
+            return (s_prev_bar, h_bar, state), None
 
         ts = start + jnp.arange(num_steps, dtype=jnp.int32)
         h_bar0 = jax.tree.map(jnp.zeros_like, hparams)
-        (s0_bar, h_bar), _ = jax.lax.scan(
-            body, (state_bar, h_bar0), (ts, trajectory), reverse=True
+        (s0_bar, h_bar, _), _ = jax.lax.scan(
+            body, (state_bar, h_bar0, final_state), (ts, trajectory), reverse=True
         )
         return s0_bar, h_bar
 
@@ -168,13 +181,13 @@ def _structured_unroll(dyn: Dynamics, num_steps: int, state0, hparams, start):
 
 def _structured_fwd(dyn, num_steps, state0, hparams, start):
     state, bad, trajectory = dyn._forward(state0, hparams, num_steps, start, keep=True)
-    return (state, bad), (hparams, start, trajectory)
+    return (state, bad), (hparams, start, trajectory, state)
 
 
 def _structured_bwd(dyn, num_steps, residuals, cotangents):
-    hparams, start, trajectory = residuals
+    hparams, start, trajectory, final_state = residuals
     state_bar, _ = cotangents  # the second is bad_step's (integer, float0) cotangent
-    s0_bar, h_bar = dyn._reverse(hparams, num_steps, start, trajectory, state_bar)
+    s0_bar, h_bar = dyn._reverse(hparams, num_steps, start, trajectory, final_state, state_bar)
     return s0_bar, h_bar, None
 
 

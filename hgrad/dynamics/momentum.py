@@ -88,6 +88,13 @@ class Momentum(Dynamics):
     def params_of(self, state):
         return state.params
 
+    def grad_from_states(self, state, next_state, hparams, t):
+        mus = broadcast_to_params(hparams.logit_momentum, state.velocity, "logit_momentum")
+        return jax.tree.map(
+            lambda v1, v, m: v1 - jax.nn.sigmoid(at_step(m, t)) * v,
+            next_state.velocity, state.velocity, mus,
+        )
+
     def update(self, state, grad, hparams, t):
         w, v = state
         lrs = broadcast_to_params(hparams.log_lr, w, "log_lr")
