@@ -57,7 +57,7 @@ def reproduce(preset: str, only: list[str] | None, output_dir: Path, notebook_di
         start = time.time()
         try:
             papermill.execute_notebook(
-                str(path), str(out), parameters={"preset": preset}, kernel_name="python3",
+                str(path), str(out), parameters={"preset": preset}, kernel_name="python3", language="python",
                 cwd=str(notebook_dir), progress_bar=False,
             )
             tqdm.write(f"  ok      {path.stem} ({time.time() - start:.0f} s)")

@@ -1,0 +1,64 @@
+"""``hgrad reproduce``: clear errors before anything runs, and failures named with their logs."""
+
+import nbformat
+import pytest
+
+from hgrad import cli
+from hgrad.experiments import Results, preset_settings
+
+
+def _notebook(path, source, tagged=True):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(source)
+    if tagged:
+        cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell]
+    nbformat.write(nb, path)
+
+
+def test_unknown_preset(tmp_path):
+    _notebook(tmp_path / "a.ipynb", 'preset = "paper"')
+    with pytest.raises(SystemExit, match="unknown preset 'fast'"):
+        cli.main(["reproduce", "--preset", "fast", "--notebook-dir", str(tmp_path)])
+
+
+def test_unknown_notebook(tmp_path):
+    _notebook(tmp_path / "a.ipynb", 'preset = "paper"')
+    with pytest.raises(SystemExit, match="unknown notebook.*nope; known: a"):
+        cli.main(["reproduce", "--only", "nope", "--notebook-dir", str(tmp_path)])
+
+
+def test_notebook_without_parameters_cell(tmp_path):
+    _notebook(tmp_path / "a.ipynb", 'preset = "paper"', tagged=False)
+    with pytest.raises(SystemExit, match="no cell tagged 'parameters'"):
+        cli.main(["reproduce", "--notebook-dir", str(tmp_path)])
+
+
+def test_failing_notebook_is_named_and_the_rest_still_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HGRAD_RESULTS_DIR", str(tmp_path / "results"))
+    nbs, out = tmp_path / "nbs", tmp_path / "out"
+    nbs.mkdir()
+    _notebook(nbs / "a_fails.ipynb", 'preset = "paper"\nraise RuntimeError("boom")')
+    _notebook(nbs / "b_works.ipynb", 'preset = "paper"\nx = 1')
+    code = cli.main(["reproduce", "--notebook-dir", str(nbs), "--output-dir", str(out)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "failed: a_fails" in err and str(out / "a_fails.ipynb") in err
+    assert (out / "b_works.ipynb").exists()
+    executed = nbformat.read(out / "b_works.ipynb", as_version=4)
+    assert any('preset = "smoke"' in c.source for c in executed.cells)  # papermill injected it
+
+
+def test_preset_settings_and_results(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        preset_settings("huge", {"smoke": {}, "paper": {}})
+    assert preset_settings("smoke", {"smoke": {"T": 10}, "paper": {"T": 1000}}) == {"T": 10}
+    monkeypatch.setenv("HGRAD_RESULTS_DIR", str(tmp_path))
+    r = Results("demo", "smoke", paper="Someone 2020")
+    r.metric("accuracy", 0.5)
+    assert r.criterion("holds", True, "yes") and not r.criterion("fails", False, "no")
+    import json
+
+    record = json.loads(r.save().read_text())
+    assert record["all_criteria_hold"] is False
+    assert record["provenance"]["git_commit"] and record["preset"] == "smoke"
