@@ -83,6 +83,12 @@ def check_finite(tree: Any, name: str) -> None:
 
     Traced leaves (inside ``jit``/``vmap``) are skipped: their values are not known yet.
     """
+    concrete = [x for x in jax.tree.leaves(tree) if _is_concrete(x)]
+    if not concrete:
+        return
+    with jax.ensure_compile_time_eval():  # concrete values, even while a caller is being traced
+        if bool(tree_all_finite(concrete)):  # one reduction on the device, no copy to the host
+            return
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
         if not _is_concrete(leaf):
             continue

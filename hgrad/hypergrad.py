@@ -6,6 +6,7 @@ import functools
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 
 from hgrad import _checks
 from hgrad.methods import Method, Reverse
@@ -25,16 +26,41 @@ def validate(step, outer, state0, hparams, num_steps) -> int:
     num_steps = _checks.check_num_steps(num_steps)
     _checks.check_floating(hparams, "hparams")
     _checks.check_finite(hparams, "hparams")
-    if callable(state0):
-        state0 = jax.eval_shape(state0, hparams)
-    else:
+    if not callable(state0):
         _checks.check_finite(state0, "state0")
+    key = (step, outer, state0 if callable(state0) else None, _signature(state0), _signature(hparams), num_steps)
+    try:
+        _check_structure(*key)
+    except TypeError as err:
+        if "unhashable" not in str(err):
+            raise
+        _check_structure.__wrapped__(*key)  # an unhashable step or outer: check, do not remember
+    return num_steps
+
+
+def _signature(tree: Any):
+    """A hashable abstract description of a pytree: its structure, shapes and dtypes."""
+    if callable(tree):
+        return None
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple(jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)) for x in leaves)
+
+
+def _abstract(signature):
+    treedef, leaves = signature
+    return jax.tree.unflatten(treedef, leaves)
+
+
+@functools.lru_cache(maxsize=512)
+def _check_structure(step, outer, init, state_signature, hparams_signature, num_steps) -> None:
+    """The checks that depend only on shapes: done once per signature, like jit's compilation."""
+    hparams = _abstract(hparams_signature)
+    state0 = jax.eval_shape(init, hparams) if init is not None else _abstract(state_signature)
     step_check = getattr(step, "check", None)
     if step_check is not None:
         step_check(state0, hparams, num_steps)
     _checks.check_step_shapes(step, state0, hparams)
     _checks.check_scalar_outer(outer, state0, hparams)
-    return num_steps
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 4, 5))
