@@ -59,13 +59,12 @@ def _run(step, outer, state0, hparams, num_steps, optimizer, hyper_every, projec
         state, tangents, x, opt_state, bad = carry
 
         def inner(c, t):
-            state, tangents, bad = c
-            state, tangents = tangent_step(state, tangents, x, t)
-            bad = _checks.first_nonfinite_step(bad, t, _checks.tree_all_finite(state))
-            return (state, tangents, bad), None
+            state, tangents = tangent_step(*c, x, t)
+            return (state, tangents), _checks.tree_all_finite(state)
 
         ts = block_index * hyper_every + jnp.arange(hyper_every, dtype=jnp.int32)
-        (state, tangents, bad), _ = jax.lax.scan(inner, (state, tangents, bad), ts)
+        (state, tangents), finite = jax.lax.scan(inner, (state, tangents), ts)
+        bad = jnp.where(bad >= 0, bad, _checks.first_nonfinite_step(finite, ts))
         value, (grad_state, grad_x) = jax.value_and_grad(
             lambda s, x: outer(s, unravel(x)), argnums=(0, 1)
         )(state, x)

@@ -39,16 +39,13 @@ def scan_unroll(step: Step, state0: Any, hparams: Any, num_steps: int, start: An
       non-finite, or ``-1``.
     """
 
-    def body(carry, t):
-        state, bad = carry
+    def body(state, t):
         state = step(state, hparams, t)
-        bad = _checks.first_nonfinite_step(bad, t, _checks.tree_all_finite(state))
-        return (state, bad), None
+        return state, _checks.tree_all_finite(state)
 
     ts = jnp.arange(num_steps, dtype=jnp.int32) + jnp.asarray(start, jnp.int32)
-    init = (state0, jnp.asarray(_checks.NO_DIVERGENCE, jnp.int32))
-    (state, bad), _ = jax.lax.scan(body, init, ts)
-    return state, bad
+    state, finite = jax.lax.scan(body, state0, ts)
+    return state, _checks.first_nonfinite_step(finite, ts)
 
 
 def unroll(

@@ -120,18 +120,15 @@ class Dynamics(abc.ABC):
         return _structured_unroll(self, num_steps, state0, hparams, jnp.asarray(start, jnp.int32))
 
     def _forward(self, state0, hparams, num_steps, start, keep: bool):
-        def body(carry, t):
-            state, bad = carry
+        def body(state, t):
             value, grad = jax.value_and_grad(self.loss)(self.params_of(state), hparams, t)
             new = self.update(state, grad, hparams, t)
             finite = jnp.isfinite(value) & _checks.tree_all_finite(self.params_of(new))
-            bad = _checks.first_nonfinite_step(bad, t, finite)
-            return (new, bad), (state if keep else None)
+            return new, (finite, state if keep else None)
 
         ts = start + jnp.arange(num_steps, dtype=jnp.int32)
-        init = (state0, jnp.asarray(_checks.NO_DIVERGENCE, jnp.int32))
-        (state, bad), trajectory = jax.lax.scan(body, init, ts)
-        return state, bad, trajectory
+        state, (finite, trajectory) = jax.lax.scan(body, state0, ts)
+        return state, _checks.first_nonfinite_step(finite, ts), trajectory
 
     def _reverse(self, hparams, num_steps, start, trajectory, final_state, state_bar):
         grad_loss = jax.grad(self.loss, argnums=(0, 1))
