@@ -89,14 +89,14 @@ def hypergrad(
     :math:`f(\lambda) = \mathrm{outer}(s_T, \lambda)`. Every method returns the same
     :math:`\nabla f` (truncated reverse mode excepted, by design); they differ in time and memory:
 
-    ===========================  ======================  ===========================
-    method                        time                   memory
-    ===========================  ======================  ===========================
-    :class:`~hgrad.Reverse`       ~3x the loop           the trajectory, ~T
-    :class:`~hgrad.Checkpointed`  ~4x the loop           ~sqrt(T) states
-    :class:`~hgrad.Forward`       ~m x the loop          m tangents, no trajectory
-    :class:`~hgrad.Truncated`     ~(T + 2k) steps        ~k
-    ===========================  ======================  ===========================
+    ==============================  ===================  ===========================
+    method                          time                 memory
+    ==============================  ===================  ===========================
+    :class:`~hgrad.Reverse`         ~3x the loop         the trajectory, ~T
+    :class:`~hgrad.Checkpointed`    ~4x the loop         ~sqrt(T) states
+    :class:`~hgrad.Forward`         ~m x the loop        m tangents, no trajectory
+    :class:`~hgrad.Truncated`       ~(T + 2k) steps      ~k
+    ==============================  ===================  ===========================
 
     (m: the number of scalar hyperparameters.) All of them differentiate any hyperparameter the
     loop touches: step sizes and momenta and their schedules, the training loss's hyperparameters,

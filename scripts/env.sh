@@ -12,9 +12,9 @@ fi
 stamp="$venv/.hgrad-installed"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "installing hgrad and its test/notebook dependencies into $venv"
+  echo "installing hgrad and its test, notebook and book dependencies into $venv"
   "$venv/bin/python" -m pip install --quiet --upgrade pip
-  "$venv/bin/python" -m pip install --quiet -e ".[test,notebooks]"
+  "$venv/bin/python" -m pip install --quiet -e ".[test,notebooks,book]"
   echo "$want" > "$stamp"
 fi
 # shellcheck disable=SC1091
