@@ -33,8 +33,12 @@ def main():
             fn = lambda h, m=method: m.value_and_grad(w.dynamics, w.outer, w.state0, h, T)
             mem = compiled_memory(fn, w.hparams)["temp_bytes"] / 2**20
             run = isinstance(method, hgrad.Checkpointed)
-            seconds = median_time(jax.jit(fn), w.hparams, repeats=1 if T >= 10000 else 3) if run else float("nan")
-            print(f"{T:>6} {str(method):>22} {mem:>10.1f} {seconds:>8.2f}")
+            if run:
+                seconds = median_time(jax.jit(fn), w.hparams, repeats=1 if T >= 10000 else 3)
+                timing = f"{seconds:>8.2f}"
+            else:
+                timing = f"{'(compiled, not run)':>20}"
+            print(f"{T:>6} {str(method):>22} {mem:>10.1f} {timing}")
         print(f"{'':>6} (one state, parameters + velocity: {state_mib:.2f} MiB)")
 
 
