@@ -61,15 +61,24 @@ def _plain(x: Any) -> Any:
     return x
 
 
-def _git_commit() -> str:
+def _git(*args: str) -> str:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+            ["git", *args], capture_output=True, text=True, timeout=10,
             cwd=Path(__file__).resolve().parent,
         )
-        return out.stdout.strip() or "unknown"
+        return out.stdout.strip() if out.returncode == 0 else ""
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return ""
+
+
+def _git_commit() -> str:
+    """The commit the code was run from, with ``+dirty`` when hgrad/ or notebooks/ had
+    uncommitted changes (the results then do not belong to any commit exactly)."""
+    commit = _git("rev-parse", "HEAD") or "unknown"
+    if _git("status", "--porcelain", "--", "hgrad", "notebooks"):
+        commit += "+dirty"
+    return commit
 
 
 class Results:
@@ -91,6 +100,7 @@ class Results:
         self.notes: list[str] = []
         self.settings: dict[str, Any] = {}
         self._start = time.time()
+        self._commit = _git_commit()  # when the run starts: the code it actually ran
 
     def metric(self, name: str, value: Any) -> None:
         self.metrics[name] = _plain(value)
@@ -124,7 +134,7 @@ class Results:
             "all_criteria_hold": all(c["holds"] for c in self.criteria),
             "notes": self.notes,
             "provenance": {
-                "git_commit": _git_commit(),
+                "git_commit": self._commit,
                 "jax_version": jax.__version__,
                 "device": f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind}",
                 "python": platform.python_version(),
