@@ -109,7 +109,7 @@ def _describe(tree: Any) -> str:
     return str(shapes)
 
 
-def check_step_shapes(step, state0: Any, hparams: Any, start: int = 0) -> None:
+def check_step_shapes(step, state0: Any, hparams: Any) -> None:
     """Abstractly evaluate one step and check it maps the state to the same structure and shapes."""
     t = jax.ShapeDtypeStruct((), jnp.int32)
     try:
