@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
+from hgrad._provenance import notebook_source_digest
 from hgrad.experiments import PRESETS
 
 __all__ = ["main", "reproduce", "find_notebooks"]
@@ -40,8 +42,24 @@ def find_notebooks(notebook_dir: Path, only: list[str] | None = None) -> list[Pa
     return paths
 
 
-def reproduce(preset: str, only: list[str] | None, output_dir: Path, notebook_dir: Path) -> int:
-    """Run the notebooks at ``preset``; keep going past failures; return the number that failed."""
+def _stamp(executed: Path, source: Path, preset: str) -> None:
+    """Record in the executed notebook's metadata which code produced its outputs (the digest of
+    the source notebook's code cells), so that a later edit of a cell shows as stale outputs."""
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    cells = nbformat.read(source, as_version=4).cells
+    nb.metadata["hgrad"] = {"preset": preset, "source_sha256": notebook_source_digest(cells)}
+    nbformat.write(nb, executed)
+
+
+def reproduce(preset: str, only: list[str] | None, output_dir: Path, notebook_dir: Path,
+              update_notebooks: bool = False) -> int:
+    """Run the notebooks at ``preset``; keep going past failures; return the number that failed.
+
+    With ``update_notebooks`` each notebook that ran without error replaces its source in
+    ``notebook_dir`` (how the committed notebooks get their paper-preset outputs).
+    """
     import papermill
     from tqdm.auto import tqdm
 
@@ -60,6 +78,9 @@ def reproduce(preset: str, only: list[str] | None, output_dir: Path, notebook_di
                 str(path), str(out), parameters={"preset": preset}, kernel_name="python3", language="python",
                 cwd=str(notebook_dir), progress_bar=False,
             )
+            _stamp(out, path, preset)
+            if update_notebooks:
+                shutil.copyfile(out, path)
             tqdm.write(f"  ok      {path.stem} ({time.time() - start:.0f} s)")
         except Exception as err:  # papermill raises PapermillExecutionError, kernel errors, ...
             failures.append((path.stem, out))
@@ -82,10 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--output-dir", type=Path, default=None,
                      help="where executed notebooks go (default: _build/executed/<preset>)")
     rep.add_argument("--notebook-dir", type=Path, default=ROOT / "notebooks")
+    rep.add_argument("--update-notebooks", action="store_true",
+                     help="copy each notebook that ran without error, with its outputs, over its source "
+                          "(how the committed notebooks get their paper-preset outputs)")
     args = parser.parse_args(argv)
     output = args.output_dir or ROOT / "_build" / "executed" / args.preset
     os.environ.setdefault("HGRAD_RESULTS_DIR", str(ROOT / "results"))
-    failed = reproduce(args.preset, args.only, output, args.notebook_dir)
+    failed = reproduce(args.preset, args.only, output, args.notebook_dir, args.update_notebooks)
     return 1 if failed else 0
 
 

@@ -20,7 +20,12 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
-__all__ = ["PRESETS", "preset_settings", "Results", "results_dir"]
+from hgrad._provenance import CodeTracker, fingerprint
+
+__all__ = ["PRESETS", "preset_settings", "Results", "results_dir", "glue", "PROVENANCE_GLUE_KEY"]
+
+PROVENANCE_GLUE_KEY = "hgrad_provenance"
+_GLUE_PREFIX = "application/papermill.record/"  # myst-nb's mime prefix for glued, undisplayed values
 
 PRESETS = ("smoke", "paper")
 
@@ -81,6 +86,30 @@ def _git_commit() -> str:
     return commit
 
 
+def glue(name: str, value: Any) -> None:
+    """Store ``value`` in the running notebook's outputs under ``name`` for the book to paste.
+
+    The book's pages quote it with myst-nb's ``{glue:text}`` role (``notebook.ipynb::name:.2f`` from
+    another page), so a number in prose is always the one the notebook computed. The value is stored,
+    not shown, in myst-nb's glue format (a display output whose metadata names it); outside a
+    notebook kernel this does nothing.
+    """
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:
+        return
+    if get_ipython() is None:
+        return
+    value = _plain(value)
+    text = value if isinstance(value, str) else repr(value)
+    display({_GLUE_PREFIX + "text/plain": text}, raw=True,
+            metadata={"scrapbook": {"name": name, "mime_prefix": _GLUE_PREFIX}})
+
+
+_glue = glue  # Results.metric's keyword shadows the name
+
+
 class Results:
     """Metrics, paper numbers and criteria of one notebook run, written as JSON.
 
@@ -101,9 +130,14 @@ class Results:
         self.settings: dict[str, Any] = {}
         self._start = time.time()
         self._commit = _git_commit()  # when the run starts: the code it actually ran
+        self._tracker = CodeTracker().start()  # which hgrad code the run executes, until save()
 
-    def metric(self, name: str, value: Any) -> None:
+    def metric(self, name: str, value: Any, *, glue: bool = False) -> None:
+        """Record a measured value; with ``glue=True`` also store it for the book's prose
+        (see :func:`glue`; the key is the metric's name with ``/`` replaced by ``_``)."""
         self.metrics[name] = _plain(value)
+        if glue:
+            _glue(name.replace("/", "_"), value)
 
     def paper_number(self, name: str, value: Any, source: str) -> None:
         """A number quoted from the paper, with where it is printed (table, figure, page)."""
@@ -123,6 +157,13 @@ class Results:
         return results_dir() / f"{self.notebook}.{self.preset}.json"
 
     def save(self) -> Path:
+        """Write the results file and, in a notebook, glue its provenance into the outputs.
+
+        The provenance includes a fingerprint of every hgrad definition the run executed (see
+        ``hgrad._provenance``): the test suite compares the fingerprint stored in each committed
+        notebook with the current code and flags notebooks whose outputs are stale.
+        """
+        self._tracker.stop()
         record = {
             "notebook": self.notebook,
             "preset": self.preset,
@@ -140,8 +181,14 @@ class Results:
                 "python": platform.python_version(),
                 "wall_time_s": round(time.time() - self._start, 2),
                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "code": fingerprint(self._tracker.calls),
             },
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(record, indent=2) + "\n")
+        glue(PROVENANCE_GLUE_KEY, json.dumps({"preset": self.preset, **record["provenance"]}))
+        for key, value in [("preset", self.preset), ("device", record["provenance"]["device"]),
+                           ("wall_time_minutes", record["provenance"]["wall_time_s"] / 60),
+                           ("criteria_held", f"{sum(c['holds'] for c in self.criteria)} of {len(self.criteria)}")]:
+            glue(key, value)
         return self.path
