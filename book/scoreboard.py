@@ -43,7 +43,8 @@ def render(records: list[dict]) -> str:
     lines = [
         "# Scoreboard",
         "",
-        "Every criterion each reproduction checks, generated from `results/` (never typed by hand). "
+        "Every criterion each reproduction checks, with our number beside the paper's where the paper gives "
+        "one, generated from `results/` (never typed by hand). "
         f"**{holding} of {total} criteria hold.** A notebook is shown at its `paper` preset where that run "
         "exists, else at `smoke`.",
         "",
@@ -58,12 +59,17 @@ def render(records: list[dict]) -> str:
                 f"Commit `{prov.get('git_commit', '?')[:10]}`, {prov.get('device', '?')}, "
                 f"jax {prov.get('jax_version', '?')}, {prov.get('wall_time_s', '?')} s, {prov.get('date', '?')}.",
                 "",
-                "| criterion | holds | detail |",
-                "|---|---|---|",
+                "| criterion | ours | paper | holds | detail |",
+                "|---|---|---|---|---|",
             ]
             for c in r["criteria"]:
                 mark = "✅ yes" if c["holds"] else "❌ no"
-                lines.append(f"| {c['name']} | {mark} | {c['detail']} |")
+                ours = _fmt(c["ours"]) if "ours" in c else "–"
+                paper = "–"
+                if c.get("paper"):
+                    pn = r["paper_numbers"][c["paper"]]
+                    paper = f"{_fmt(pn['value'])} ({pn['source']})"
+                lines.append(f"| {c['name']} | {ours} | {paper} | {mark} | {c['detail']} |")
             lines.append("")
             if r.get("paper_numbers"):
                 lines += ["| paper's number | value | source |", "|---|---|---|"]

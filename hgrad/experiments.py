@@ -143,9 +143,28 @@ class Results:
         """A number quoted from the paper, with where it is printed (table, figure, page)."""
         self.paper_numbers[name] = {"value": _plain(value), "source": source}
 
-    def criterion(self, name: str, holds: Any, detail: str) -> bool:
+    def criterion(self, name: str, holds: Any, detail: str, *, ours: Any = None,
+                  paper: str | None = None) -> bool:
+        """An acceptance criterion and whether it holds.
+
+        Args:
+          name: what is checked, e.g. ``"cleaned beats baseline (R=400)"``.
+          holds: the outcome.
+          detail: the numbers behind it, in words.
+          ours: the reproduced number the criterion is about, shown on the scoreboard.
+          paper: the name of a :meth:`paper_number` this criterion compares ``ours`` with; the
+            scoreboard sets the two side by side.
+        """
+        if paper is not None and paper not in self.paper_numbers:
+            raise ValueError(f"criterion {name!r} names paper number {paper!r}, which was not recorded "
+                             "with Results.paper_number")
         holds = bool(holds)
-        self.criteria.append({"name": name, "holds": holds, "detail": detail})
+        entry = {"name": name, "holds": holds, "detail": detail}
+        if ours is not None:
+            entry["ours"] = _plain(ours)
+        if paper is not None:
+            entry["paper"] = paper
+        self.criteria.append(entry)
         return holds
 
     def note(self, text: str) -> None:
