@@ -23,6 +23,11 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _cell(value) -> str:
+    """Text for a Markdown table cell: a literal ``|`` would end the cell."""
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
 def load_results(results_dir: Path) -> list[dict]:
     """One record per notebook: its paper-preset results if present, else its smoke results."""
     chosen: dict[str, dict] = {}
@@ -69,12 +74,12 @@ def render(records: list[dict]) -> str:
                 if c.get("paper"):
                     pn = r["paper_numbers"][c["paper"]]
                     paper = f"{_fmt(pn['value'])} ({pn['source']})"
-                lines.append(f"| {c['name']} | {ours} | {paper} | {mark} | {c['detail']} |")
+                lines.append(f"| {_cell(c['name'])} | {_cell(ours)} | {_cell(paper)} | {mark} | {_cell(c['detail'])} |")
             lines.append("")
             if r.get("paper_numbers"):
                 lines += ["| paper's number | value | source |", "|---|---|---|"]
                 for name, pn in r["paper_numbers"].items():
-                    lines.append(f"| {name} | {_fmt(pn['value'])} | {pn['source']} |")
+                    lines.append(f"| {_cell(name)} | {_cell(_fmt(pn['value']))} | {_cell(pn['source'])} |")
                 lines.append("")
             for note in r.get("notes", []):
                 lines.append(f"- {note}")

@@ -62,3 +62,33 @@ def test_preset_settings_and_results(tmp_path, monkeypatch):
     record = json.loads(r.save().read_text())
     assert record["all_criteria_hold"] is False
     assert record["provenance"]["git_commit"] and record["preset"] == "smoke"
+
+
+def test_update_notebooks_writes_outputs_back_with_a_code_digest(tmp_path, monkeypatch):
+    from hgrad._provenance import notebook_source_digest
+
+    monkeypatch.setenv("HGRAD_RESULTS_DIR", str(tmp_path / "results"))
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _notebook(nbs / "a.ipynb", 'preset = "smoke"')
+    before = nbformat.read(nbs / "a.ipynb", as_version=4)
+    before.cells.append(nbformat.v4.new_code_cell('print("ran at", preset)'))  # after papermill's cell
+    nbformat.write(before, nbs / "a.ipynb")
+    code = cli.main(["reproduce", "--preset", "paper", "--notebook-dir", str(nbs),
+                     "--output-dir", str(tmp_path / "out"), "--update-notebooks"])
+    assert code == 0
+    after = nbformat.read(nbs / "a.ipynb", as_version=4)
+    assert after.metadata["hgrad"] == {"preset": "paper", "source_sha256": notebook_source_digest(before.cells)}
+    assert notebook_source_digest(after.cells) == notebook_source_digest(before.cells)  # injected cell ignored
+    assert any("ran at paper" in o.get("text", "") for c in after.cells for o in c.get("outputs", []))
+
+
+def test_without_update_notebooks_the_sources_are_untouched(tmp_path, monkeypatch):
+    monkeypatch.setenv("HGRAD_RESULTS_DIR", str(tmp_path / "results"))
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _notebook(nbs / "a.ipynb", 'preset = "smoke"')
+    before = (nbs / "a.ipynb").read_text()
+    assert cli.main(["reproduce", "--notebook-dir", str(nbs), "--output-dir", str(tmp_path / "out")]) == 0
+    assert (nbs / "a.ipynb").read_text() == before
+    assert nbformat.read(tmp_path / "out" / "a.ipynb", as_version=4).metadata["hgrad"]["preset"] == "smoke"

@@ -37,3 +37,21 @@ def test_notebook_smoke_preset(name, tmp_path, monkeypatch):
         f"  {c['name']}: {c['detail']}" for c in failed
     )
     assert record["all_criteria_hold"]
+
+    # the numbers the book's prose quotes are glued in a form myst-nb reads, provenance included
+    import nbformat
+    from myst_nb.ext.glue import extract_glue_data
+
+    from hgrad.experiments import PROVENANCE_GLUE_KEY
+
+    executed = nbformat.read(tmp_path / f"{name}.ipynb", as_version=4)
+    glued = extract_glue_data(executed, list(range(len(executed.cells))), logger=_NoLogger())
+    assert {PROVENANCE_GLUE_KEY, "preset", "criteria_held"} <= glued.keys()
+    provenance = json.loads(glued[PROVENANCE_GLUE_KEY]["data"]["text/plain"])
+    assert provenance["date"] == record["provenance"]["date"] and provenance["code"]
+    assert any(path.startswith("hgrad/") for path in provenance["code"])
+
+
+class _NoLogger:
+    def warning(self, *args, **kwargs):
+        raise AssertionError(f"myst-nb warned while reading glue: {args}")
