@@ -1,0 +1,145 @@
+r"""SGD with momentum in exact fixed-point arithmetic, and its exact inverse.
+
+The update, in Maclaurin, Duvenaud & Adams's (2015) convention, with per-step step size
+:math:`\alpha_t` and momentum :math:`\gamma_t`:
+
+.. math:: v_{t+1} = \gamma_t v_t - (1 - \gamma_t) \nabla L(w_t), \qquad w_{t+1} = w_t + \alpha_t v_{t+1}.
+
+Weights and velocities are integers with ``radix_bits`` fractional bits (:math:`w = W / 2^R`). The
+momentum is the rational :math:`\gamma = n / 2^k` nearest to the requested value (``momentum_bits``
+:math:`= k`; :math:`2 \le n < 2^k`), and the decay :math:`\gamma v` is computed exactly with the
+information buffer (:mod:`hgrad.reversible.buffer`). The gradient term and the position update are
+rounded to the grid, but each is a function of values that are known again when stepping back
+(:math:`\nabla L(w_t)` once :math:`w_t` is restored; :math:`v_{t+1}`), so subtracting the same
+rounded number undoes it exactly:
+
+.. math:: W_t = W_{t+1} - \mathrm{round}(\alpha_t V_{t+1}), \qquad
+          \gamma_t V_t = V_{t+1} + \mathrm{round}\big((1 - \gamma_t) \nabla L(w_t)\, 2^R\big).
+
+The decay :math:`V \mapsto \lfloor V / 2^k \rfloor n + p` takes its low digits :math:`p < n` from the
+buffer, so the exact trajectory differs from the float one by up to :math:`n` grid units per step,
+:math:`\gamma 2^{k-R}`: with :math:`k = 16` and :math:`R = 52` about :math:`10^{-11}`.
+
+Every integer must stay below :math:`2^{62}` in magnitude: :func:`step` and :func:`unstep` return a
+flag that is set when one does not (a fixed-point overflow: the weights, velocities or gradients grew
+past :math:`2^{62-R}`), and the callers raise an error naming it.
+
+Needs 64-bit integers (``jax.enable_x64``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from hgrad.reversible import buffer as B
+
+__all__ = ["ExactState", "momentum_numerator", "to_fixed", "to_float", "step", "unstep"]
+
+_LIMIT = float(2 ** 62)
+
+
+class ExactState(NamedTuple):
+    """Weights and velocities as fixed-point integers, and the information buffer.
+
+    Attributes:
+      w: ``int64[n]``, the weights times :math:`2^R`.
+      v: ``int64[n]``, the velocities times :math:`2^R`.
+      buffer: the :class:`~hgrad.reversible.buffer.InfoBuffer` of the bits the decay destroyed.
+    """
+
+    w: jax.Array
+    v: jax.Array
+    buffer: B.InfoBuffer
+
+
+def momentum_numerator(gamma: jax.Array, momentum_bits: int) -> jax.Array:
+    """:math:`n` with :math:`n / 2^k` the representable momentum nearest to ``gamma`` (``uint64``)."""
+    scaled = jnp.round(jnp.asarray(gamma, jnp.float64) * 2.0 ** momentum_bits)
+    return jnp.clip(scaled, 2, 2 ** momentum_bits - 1).astype(jnp.uint64)
+
+
+def _round_to_int(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Round float64 ``x`` to int64, with a flag for magnitudes at or past :math:`2^{62}` (or NaN)."""
+    bad = ~(jnp.abs(x) < _LIMIT)
+    return jnp.round(jnp.where(bad, 0.0, x)).astype(jnp.int64), jnp.any(bad)
+
+
+def to_fixed(x: jax.Array, radix_bits: int) -> tuple[jax.Array, jax.Array]:
+    """``round(x * 2^R)`` as int64, and whether it overflowed."""
+    return _round_to_int(jnp.asarray(x, jnp.float64) * 2.0 ** radix_bits)
+
+
+def to_float(x: jax.Array, radix_bits: int) -> jax.Array:
+    """The float64 value of a fixed-point integer."""
+    return x.astype(jnp.float64) * 2.0 ** -radix_bits
+
+
+def _gradient_term(grad, n, momentum_bits, radix_bits):
+    one_minus = (2.0 ** momentum_bits - n.astype(jnp.float64)) * 2.0 ** -momentum_bits
+    return _round_to_int(one_minus * jnp.asarray(grad, jnp.float64) * 2.0 ** radix_bits)
+
+
+def _position_term(v, alpha):
+    return _round_to_int(jnp.asarray(alpha, jnp.float64) * v.astype(jnp.float64))
+
+
+def step(state: ExactState, grad: jax.Array, alpha: jax.Array, n: jax.Array, *, momentum_bits: int,
+         radix_bits: int) -> tuple[ExactState, jax.Array]:
+    """One exact step: decay the velocity by :math:`n / 2^k`, subtract the gradient term, move.
+
+    Args:
+      state: the state at step :math:`t`.
+      grad: :math:`\\nabla L(w_t)`, float, one entry per weight.
+      alpha: the step size per weight (or a scalar), float.
+      n: the momentum numerators per weight (or a scalar), from :func:`momentum_numerator`.
+    Returns:
+      The state at :math:`t + 1`, and a flag set on a fixed-point or buffer overflow.
+    """
+    n = jnp.broadcast_to(jnp.asarray(n, jnp.uint64), state.v.shape)
+    mask = jnp.int64((1 << momentum_bits) - 1)
+    remainder = (state.v & mask).astype(jnp.uint64)
+    buffer = B.push_uniform(state.buffer, remainder, momentum_bits)
+    buffer, p = B.pop_near_uniform(buffer, n)
+    v = (state.v >> jnp.int64(momentum_bits)) * n.astype(jnp.int64) + p.astype(jnp.int64)
+    dv, bad_v = _gradient_term(grad, n, momentum_bits, radix_bits)
+    v = v - dv
+    dw, bad_w = _position_term(v, alpha)
+    w = state.w + dw
+    overflow = bad_v | bad_w | buffer.overflow | _near_limit(v) | _near_limit(w)
+    return ExactState(w, v, buffer), overflow
+
+
+def unstep_position(state: ExactState, alpha: jax.Array) -> ExactState:
+    """Undo :math:`w_{t+1} = w_t + \\alpha_t v_{t+1}`: the state then holds :math:`w_t` and :math:`v_{t+1}`."""
+    dw, _ = _position_term(state.v, alpha)
+    return state._replace(w=state.w - dw)
+
+
+def unstep_velocity(state: ExactState, grad: jax.Array, n: jax.Array, *, momentum_bits: int,
+                    radix_bits: int) -> tuple[ExactState, jax.Array]:
+    """Undo the velocity update, given :math:`\\nabla L(w_t)` at the restored :math:`w_t`."""
+    n = jnp.broadcast_to(jnp.asarray(n, jnp.uint64), state.v.shape)
+    dv, bad = _gradient_term(grad, n, momentum_bits, radix_bits)
+    v = state.v + dv
+    n_int = n.astype(jnp.int64)
+    p, q = jnp.remainder(v, n_int), jnp.floor_divide(v, n_int)
+    buffer = B.push_near_uniform(state.buffer, p.astype(jnp.uint64), n)
+    buffer, remainder = B.pop_uniform(buffer, momentum_bits)
+    v = (q << jnp.int64(momentum_bits)) + remainder.astype(jnp.int64)
+    return ExactState(state.w, v, buffer), bad | buffer.overflow
+
+
+def unstep(state: ExactState, grad_fn, alpha, n, *, momentum_bits: int, radix_bits: int):
+    """Both halves of the inverse of :func:`step`; ``grad_fn(w_t)`` gives :math:`\\nabla L(w_t)`
+    from the restored fixed-point weights. Returns the state at :math:`t`, the gradient, and a flag."""
+    state = unstep_position(state, alpha)
+    grad = grad_fn(state.w)
+    state, bad = unstep_velocity(state, grad, n, momentum_bits=momentum_bits, radix_bits=radix_bits)
+    return state, grad, bad
+
+
+def _near_limit(x: jax.Array) -> jax.Array:
+    return jnp.any(jnp.abs(x.astype(jnp.float64)) >= _LIMIT)
