@@ -3,13 +3,15 @@
 The core is :func:`hypergrad`, the gradient of a validation objective through an unrolled inner
 training loop, computed by a choice of method (:class:`Reverse`, :class:`Checkpointed`,
 :class:`Forward`, :class:`Truncated`), and :func:`rtho`, which tunes hyperparameters during a single
-training run. Ready-made inner loops live in :mod:`hgrad.dynamics`, models in :mod:`hgrad.models`,
-datasets in :mod:`hgrad.data`.
+training run. :func:`reversible_hypergrad` differentiates SGD with momentum by running it backwards
+exactly (:mod:`hgrad.reversible`). Ready-made inner loops live in :mod:`hgrad.dynamics`, models in
+:mod:`hgrad.models`, datasets in :mod:`hgrad.data`.
 """
 
 from hgrad._checks import DivergenceError
 from hgrad.hypergrad import hypergrad, validate
 from hgrad.methods import Checkpointed, Forward, Method, Reverse, Truncated
+from hgrad.reversible import FixedPointOverflowError, reversible_hypergrad
 from hgrad.rtho import RTHOResult, rtho
 from hgrad.unroll import unroll
 
@@ -27,5 +29,7 @@ __all__ = [
     "Forward",
     "Truncated",
     "DivergenceError",
+    "reversible_hypergrad",
+    "FixedPointOverflowError",
     "__version__",
 ]
