@@ -120,3 +120,9 @@ def test_nonfinite_loss_names_its_step():
 
     with pytest.raises(hgrad.DivergenceError, match="step 5"):
         reversible_hypergrad(bad_loss, outer, params0, _hparams(), T, momentum_bits=K)
+
+
+def test_traced_momenta_need_an_explicit_buffer_size():
+    h = _hparams()
+    with pytest.raises(ValueError, match="pass buffer_words"):
+        jax.jit(lambda hh: reversible_hypergrad(loss, outer, params0, hh, T, momentum_bits=K).value)(h)

@@ -125,11 +125,12 @@ def _check_schedules(hparams: ReversibleHparams, params: Any, num_steps: int) ->
 
 def buffer_words_needed(hparams: ReversibleHparams, params: Any, num_steps: int, momentum_bits: int) -> int:
     """Words (32 bits) per weight that the buffer needs: the bound on the bits the decay destroys,
-    :math:`\\sum_t \\log_2(2^k / n_t) + 0.01 T`, for the smallest momentum, plus slack."""
-    gammas = jax.nn.sigmoid(jnp.stack([
-        jnp.min(_per_weight(hparams.logit_momentum, params, "logit_momentum", jnp.int32(t)))
-        for t in range(num_steps)]))
-    n = np.asarray(E.momentum_numerator(gammas, momentum_bits), np.float64)
+    :math:`\\sum_t \\log_2(2^k / n_t) + 0.01 T`, for the smallest momentum of each step, plus slack."""
+    broadcast_to_params(hparams.logit_momentum, params, "logit_momentum")
+    logits = [np.broadcast_to(np.asarray(leaf, np.float64), (num_steps,))
+              for leaf in jax.tree.leaves(hparams.logit_momentum)]
+    gammas = 1 / (1 + np.exp(-np.min(np.stack(logits), axis=0)))
+    n = np.clip(np.round(gammas * 2.0 ** momentum_bits), 2, 2 ** momentum_bits - 1)
     bits = float(np.sum(np.log2(2.0 ** momentum_bits / n))) + 0.01 * num_steps
     return math.ceil(bits / 32) + 2
 
@@ -171,6 +172,9 @@ def reversible_hypergrad(loss: Callable, outer: Callable, params0: Any, hparams:
         _checks.check_finite(template, "params0")
         _check_schedules(hparams, template, num_steps)
         if buffer_words is None:
+            if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(hparams.logit_momentum)):
+                raise ValueError("the buffer's size is computed from the momenta, which are traced here "
+                                 "(under jit or grad): pass buffer_words (see buffer_words_needed)")
             buffer_words = buffer_words_needed(hparams, template, num_steps, momentum_bits)
         config = (loss, outer, params0 if callable(params0) else None, num_steps, radix_bits,
                   momentum_bits, int(buffer_words))
