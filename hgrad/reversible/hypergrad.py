@@ -253,10 +253,10 @@ def _reverse(config, hparams, init, final_state):
     def body(carry, t):
         state, w_bar, v_bar, h_bar = carry
         v_next = E.to_float(state.v, radix_bits)
-        state = E.unstep_position(state, rates(hparams, t)[0])
+        (alpha, gamma), rates_vjp = jax.vjp(lambda h: rates(h, t), hparams)
+        state = E.unstep_position(state, alpha)
         alpha_bar = w_bar * v_next
-        v_bar = v_bar + rates(hparams, t)[0] * w_bar
-        _, gamma = rates(hparams, t)
+        v_bar = v_bar + alpha * w_bar
         params = as_params(state.w)
         # One forward-over-reverse product: the gradient (needed bit for bit to undo the velocity
         # update), H v_bar and the mixed term, all at the restored w_t.
@@ -268,7 +268,6 @@ def _reverse(config, hparams, init, final_state):
         state, _ = E.unstep_velocity(state, grad, n, **kw)
         v_prev = E.to_float(state.v, radix_bits)
         gamma_bar = v_bar * (v_prev + grad)
-        _, rates_vjp = jax.vjp(lambda h: rates(h, t), hparams)
         (h_rates,) = rates_vjp((alpha_bar, gamma_bar))
         h_bar = jax.tree.map(jnp.add, h_bar, jax.tree.map(jnp.add, h_rates, mixed))
         w_bar = w_bar + ravel(hvp)
