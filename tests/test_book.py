@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -76,7 +77,22 @@ def browser():
 
 
 def _load(browser, path: Path):
+    """Open ``path`` and wait until Chromium shows that very document, fully loaded.
+
+    ``browser.get`` can return while the previous document (or a pending meta refresh, as on the
+    site's index.html) is still current; reading the DOM then gives another page's links and ids.
+    """
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    redirect = re.search(r'http-equiv="Refresh" content="0; url=([^"]+)"', path.read_text(errors="replace")[:2000])
+    expected = (path.parent / redirect.group(1)).resolve().as_uri() if redirect else path.resolve().as_uri()
     browser.get(path.as_uri())
+    try:
+        WebDriverWait(browser, 30, poll_frequency=0.1).until(lambda b: b.execute_script(
+            "return document.readyState === 'complete' && document.URL.split('#')[0] === arguments[0];", expected))
+    except TimeoutException:
+        pytest.fail(f"Chromium did not show {expected} within 30 s after opening {path}; it shows {browser.current_url}")
     return browser
 
 
