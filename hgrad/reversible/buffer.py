@@ -5,167 +5,185 @@ Multiplying a fixed-point velocity by :math:`\gamma < 1` loses information: abou
 To undo the multiplication exactly those bits have to be kept somewhere, and kept densely, or the
 memory saved by not storing the trajectory is spent again on the buffer.
 
-With :math:`\gamma = n / 2^k` the multiplication :math:`v \mapsto \gamma v` is done exactly as
+With :math:`\gamma = n / 2^k`, Maclaurin et al. keep one big integer :math:`B` per weight and do
+the decay as a change of radix: split :math:`v = q 2^k + r` (:math:`0 \le r < 2^k`), append
+:math:`r` to :math:`B` in base :math:`2^k` and take a digit back in base :math:`n`:
 
-.. math:: r = v \bmod 2^k, \quad q = \lfloor v / 2^k \rfloor, \quad
-          \text{push}(r \text{ over } 2^k), \quad p = \text{pop}(\text{over } n), \quad v' = q n + p,
+.. math:: X = B\, 2^k + r, \qquad p = X \bmod n, \qquad B' = \lfloor X / n \rfloor, \qquad v' = q n + p.
 
-so the buffer gains :math:`k` bits and gives back :math:`\log_2 n`: :math:`\log_2(1/\gamma)` net. The
-reverse step reads :math:`p = v' \bmod n`, :math:`q = \lfloor v'/n \rfloor`, pushes :math:`p` back and
-pops :math:`r`. Maclaurin et al. keep the buffer as one Python big integer per weight (exact but
-slow, and not traceable). Here it is a *range-ANS* coder (Duda 2013) per weight, in fixed-size
-arrays, so the whole loop jit-compiles:
+:math:`B` grows by exactly :math:`\log_2(2^k / n)` bits per step, the entropy bound. Their Python
+big integers are exact but slow and cannot be traced. Here each :math:`B` is written as a 32-bit
+*head* :math:`x` and a stack of 16-bit words below it, :math:`B = x \cdot 2^{16c} + \text{words}`,
+in fixed-size arrays, so the whole loop jit-compiles and vectorizes over weights:
 
-* a 64-bit head :math:`x \in [2^{32}, 2^{64})` and a stack of 32-bit words with a pointer; an empty
-  buffer is :math:`x = 2^{32}` with no words;
-* pushing symbol :math:`s` with frequency :math:`f_s` and cumulative frequency :math:`c_s` out of
-  :math:`M = 2^K` first moves the low 32 bits of the head to the stack if
-  :math:`x \ge f_s 2^{64-K}`, then sets :math:`x \leftarrow 2^K \lfloor x / f_s \rfloor + (x \bmod f_s) + c_s`;
-* popping is the exact inverse: :math:`y = x \bmod 2^K` picks :math:`s`, then
-  :math:`x \leftarrow f_s \lfloor x / 2^K \rfloor + y - c_s`, and a word comes back from the stack
-  if :math:`x < 2^{32}`.
+* the head stays below :math:`2^{32}`; an empty buffer is :math:`x = 2^{16}` with no words;
+* before a step, if some head has :math:`x \ge n\, 2^{32-k}` (its new head would not fit in 32
+  bits), *every* head of the buffer puts its low 16 bits onto the stack (one row of a
+  ``[capacity, weights]`` array) and :math:`x \leftarrow \lfloor x / 2^{16} \rfloor`; the row
+  records the step it was written at;
+* the inverse computes :math:`X = x' n + p`, :math:`r = X \bmod 2^k`, :math:`x = \lfloor X / 2^k \rfloor`,
+  and takes the top row back exactly when it was written at this step.
 
-Push and pop are mutual inverses on every buffer state, whatever was pushed before, which is all that
-exact reversal needs. The pushed remainder :math:`r` is uniform over :math:`2^k` (:math:`f = 1`,
-:math:`K = k`); the popped :math:`p` is drawn from the near-uniform table
-:math:`c_s = \lfloor s 2^K / n \rfloor` over :math:`n` symbols with :math:`K = 32`, whose cost differs
-from :math:`\log_2 n` bits by at most :math:`\log_2(1 + n/2^{32})` — for :math:`k = 24`, under 0.006
-bits. A buffer's size is :math:`32 \times` (words) :math:`+ \log_2 x - 32` bits.
+Spilling all weights together keeps the stack a dense array written one row at a time (no scatter,
+no per-weight counts) and costs nothing in practice: with one momentum per buffer (hgrad keeps one
+buffer per parameter group) all heads start at :math:`2^{16}` and grow by the same factor
+:math:`2^k/n` each step, within :math:`1/x` of each other, so they cross the threshold on the same
+step. (Different momenta per weight stay exact, only less dense.)
 
-All functions are element-wise over arrays of weights and need 64-bit integers
-(``jax.enable_x64``).
+Both directions are exact on every state, whatever came before. The size,
+:math:`16 c + \log_2 x - 16` bits, exceeds :math:`\sum_t \log_2(2^k / n_t)` by at most
+:math:`\log_2(1 + 1/n_t)` per step (the floor), which :func:`words_needed` turns into a capacity
+that cannot overflow. The 48-bit quotients are computed with a float64 division and one integer
+correction (exact below :math:`2^{53}`), which vectorizes where 64-bit integer division does not.
+
+Needs 64-bit types (``jax.enable_x64``) for the intermediate products.
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-__all__ = [
-    "InfoBuffer",
-    "empty",
-    "push_uniform",
-    "pop_uniform",
-    "push_near_uniform",
-    "pop_near_uniform",
-    "size_in_bits",
-    "TABLE_BITS",
-]
+__all__ = ["InfoBuffer", "empty", "decay", "undecay", "size_in_bits", "memory_bytes", "step_bits",
+           "words_needed", "divmod_floor", "HEAD_LOW", "WORD_BITS", "MIN_MOMENTUM_BITS", "MAX_MOMENTUM_BITS"]
 
-HEAD_LOW = 1 << 32  # the head stays in [2^32, 2^64)
-TABLE_BITS = 32  # K of the near-uniform table: frequencies out of 2^32
-_WORD = (1 << 32) - 1
+WORD_BITS = 16
+HEAD_LOW = 1 << WORD_BITS  # the head stays in [2^16, 2^32)
+MIN_MOMENTUM_BITS = WORD_BITS  # k >= 16 keeps the head at or above 2^16 after a spill
+MAX_MOMENTUM_BITS = 20  # x 2^k + r < 2^(32 + k) <= 2^52: exact in float64
+_WORD_MASK = (1 << WORD_BITS) - 1
 
 
 class InfoBuffer(NamedTuple):
-    """One range-ANS buffer per weight.
+    """One buffer per weight, spilling together.
 
     Attributes:
-      head: ``uint64[n]``, each in :math:`[2^{32}, 2^{64})`.
-      words: ``uint32[capacity, n]``, the stack of spilled words (entries at or above ``count``
-        are free).
-      count: ``int32[n]``, the number of words on each weight's stack.
-      overflow: ``bool[]``, set when a push needed a word beyond ``capacity`` or a pop needed a
-        word from an empty stack (the result is then invalid; callers raise an error).
+      head: ``uint32[n]``.
+      words: ``uint16[capacity, n]``, the stack of spilled rows (rows at or above ``count`` are
+        free).
+      written_at: ``int32[capacity]``, the value of ``steps`` when each row was written.
+      count: ``int32[]``, rows on the stack.
+      steps: ``int32[]``, decays done so far (minus those undone).
+      overflow: ``bool[]``, set when a spill found the stack full (the result is then invalid;
+        callers raise an error).
     """
 
     head: jax.Array
     words: jax.Array
+    written_at: jax.Array
     count: jax.Array
+    steps: jax.Array
     overflow: jax.Array
 
 
 def empty(num_weights: int, capacity: int) -> InfoBuffer:
-    """An empty buffer for ``num_weights`` weights with room for ``capacity`` words each."""
+    """An empty buffer for ``num_weights`` weights with room for ``capacity`` 16-bit words each."""
+    capacity = max(capacity, 1)
     return InfoBuffer(
-        head=jnp.full((num_weights,), HEAD_LOW, jnp.uint64),
-        words=jnp.zeros((capacity, num_weights), jnp.uint32),
-        count=jnp.zeros((num_weights,), jnp.int32),
+        head=jnp.full((num_weights,), HEAD_LOW, jnp.uint32),
+        words=jnp.zeros((capacity, num_weights), jnp.uint16),
+        written_at=jnp.full((capacity,), -1, jnp.int32),
+        count=jnp.zeros((), jnp.int32),
+        steps=jnp.zeros((), jnp.int32),
         overflow=jnp.zeros((), bool),
     )
 
 
-def _u64(x) -> jax.Array:
-    return jnp.asarray(x, jnp.uint64)
+def words_needed(bits_per_step: np.ndarray) -> int:
+    r"""The capacity (16-bit words) that holds a run whose steps each add at most
+    ``bits_per_step[t]`` bits: the stack holds :math:`c < \sum_t b_t / 16` words, since the head
+    holds at least :math:`\log_2 x - 16 \ge 0` bits of the size."""
+    total = float(np.sum(np.asarray(bits_per_step, np.float64)))
+    return max(1, math.ceil(total * (1 + 1e-12) / WORD_BITS + 1e-9))
+
+
+def step_bits(n: np.ndarray, momentum_bits: int) -> np.ndarray:
+    r"""Upper bound on the bits one decay by :math:`n / 2^k` adds: :math:`\log_2(2^k/n) + \log_2(1 + 1/n)`."""
+    n = np.asarray(n, np.float64)
+    return np.log2(2.0 ** momentum_bits / n) + np.log2(1 + 1 / n)
+
+
+def divmod_floor(x: jax.Array, n: jax.Array, *, below_2_53: bool = False) -> tuple[jax.Array, jax.Array]:
+    """``(x // n, x % n)`` with floor semantics for signed integer ``x`` (any magnitude its dtype
+    holds) and positive ``n`` below :math:`2^{31}`, through float64 division.
+
+    The float quotient of numbers below :math:`2^{53}` is within one of the true quotient; larger
+    (64-bit) ``x`` first loses up to :math:`2^{11}` in the conversion, which a second pass on the
+    (now small) remainder removes (skipped when the caller knows ``|x| < 2^53``). One integer
+    correction then makes the remainder exact.
+    """
+    n = n.astype(x.dtype)
+    nf = n.astype(jnp.float64)
+    q = jnp.floor(x.astype(jnp.float64) / nf).astype(x.dtype)
+    r = x - q * n
+    if jnp.iinfo(x.dtype).bits > 32 and not below_2_53:
+        q2 = jnp.floor(r.astype(jnp.float64) / nf).astype(x.dtype)
+        q, r = q + q2, r - q2 * n
+    low, high = r < 0, r >= n
+    q = jnp.where(low, q - 1, jnp.where(high, q + 1, q))
+    r = jnp.where(low, r + n, jnp.where(high, r - n, r))
+    return q, r
 
 
 def _spill(buf: InfoBuffer, needed: jax.Array) -> InfoBuffer:
-    """Move the low word of the head to the stack where ``needed``."""
+    """If ``needed``, move the low 16 bits of every head onto the stack as one row."""
     capacity = buf.words.shape[0]
-    columns = jnp.arange(buf.head.shape[0])
-    room = buf.count < capacity
     index = jnp.minimum(buf.count, capacity - 1)
-    low = (buf.head & _u64(_WORD)).astype(jnp.uint32)
-    write = needed & room
-    words = buf.words.at[index, columns].set(jnp.where(write, low, buf.words[index, columns]))
-    return InfoBuffer(
-        head=jnp.where(needed, buf.head >> _u64(32), buf.head),
-        words=words,
-        count=buf.count + needed.astype(jnp.int32),
-        overflow=buf.overflow | jnp.any(needed & ~room),
-    )
-
-
-def _refill(buf: InfoBuffer) -> InfoBuffer:
-    """Bring a word back from the stack where the head fell below :math:`2^{32}`."""
-    needed = buf.head < _u64(HEAD_LOW)
-    columns = jnp.arange(buf.head.shape[0])
-    index = jnp.clip(buf.count - 1, 0, buf.words.shape[0] - 1)
-    word = buf.words[index, columns].astype(jnp.uint64)
+    row = jnp.where(needed, (buf.head & jnp.uint32(_WORD_MASK)).astype(jnp.uint16), buf.words[index])
     return buf._replace(
-        head=jnp.where(needed, (buf.head << _u64(32)) | word, buf.head),
-        count=buf.count - needed.astype(jnp.int32),
-        overflow=buf.overflow | jnp.any(needed & (buf.count <= 0)),
+        head=jnp.where(needed, buf.head >> jnp.uint32(WORD_BITS), buf.head),
+        words=jax.lax.dynamic_update_index_in_dim(buf.words, row, index, 0),
+        written_at=buf.written_at.at[index].set(jnp.where(needed, buf.steps, buf.written_at[index])),
+        count=buf.count + needed.astype(jnp.int32),
+        overflow=buf.overflow | (needed & (buf.count >= capacity)),
     )
 
 
-def _push(buf: InfoBuffer, freq, cum, table_bits: int) -> InfoBuffer:
-    freq, cum = _u64(freq), _u64(cum)
-    buf = _spill(buf, buf.head >= (freq << _u64(64 - table_bits)))
-    x = buf.head
-    return buf._replace(head=((x // freq) << _u64(table_bits)) + (x % freq) + cum)
+def decay(buf: InfoBuffer, v: jax.Array, n: jax.Array, momentum_bits: int) -> tuple[InfoBuffer, jax.Array]:
+    """Multiply the fixed-point integers ``v`` by :math:`n / 2^k` exactly, keeping the lost bits.
+
+    Args:
+      buf: the buffer, one entry per element of ``v`` (1-D).
+      v: ``int32`` or ``int64``; the result fits the same type when :math:`|v| < 2^{bits-1}`.
+      n: numerators in :math:`[2, 2^k)`, per element or a scalar.
+      momentum_bits: :math:`k`, from 16 to 20.
+    Returns:
+      The buffer and :math:`q n + p` with :math:`q = \\lfloor v / 2^k \\rfloor` and :math:`p < n`
+      taken from the buffer.
+    """
+    k = momentum_bits
+    n = jnp.asarray(n, jnp.int64)
+    buf = _spill(buf, jnp.any(buf.head.astype(jnp.int64) >= n << (32 - k)))
+    r = (v & ((1 << k) - 1)).astype(jnp.int64)
+    x, p = divmod_floor((buf.head.astype(jnp.int64) << k) | r, n, below_2_53=True)
+    v_new = (v >> k) * n.astype(v.dtype) + p.astype(v.dtype)
+    return buf._replace(head=x.astype(jnp.uint32), steps=buf.steps + 1), v_new
 
 
-def _pop(buf: InfoBuffer, y, freq, cum, table_bits: int) -> InfoBuffer:
-    freq, cum = _u64(freq), _u64(cum)
-    x = buf.head
-    return _refill(buf._replace(head=freq * (x >> _u64(table_bits)) + _u64(y) - cum))
-
-
-def push_uniform(buf: InfoBuffer, r: jax.Array, bits: int) -> InfoBuffer:
-    """Push ``r`` in :math:`[0, 2^{bits})` (``bits`` <= 32) at a cost of ``bits`` bits."""
-    return _push(buf, 1, r, bits)
-
-
-def pop_uniform(buf: InfoBuffer, bits: int) -> tuple[InfoBuffer, jax.Array]:
-    """The inverse of :func:`push_uniform`: returns the buffer before it and ``r``."""
-    y = buf.head & _u64((1 << bits) - 1)
-    return _pop(buf, y, 1, y, bits), y
-
-
-def _near_uniform_cum(s: jax.Array, n: jax.Array) -> jax.Array:
-    return (_u64(s) << _u64(TABLE_BITS)) // _u64(n)
-
-
-def push_near_uniform(buf: InfoBuffer, s: jax.Array, n: jax.Array) -> InfoBuffer:
-    """Push ``s`` in :math:`[0, n)` (:math:`2 \\le n \\le 2^{31}`) at a cost of about :math:`\\log_2 n` bits."""
-    cum = _near_uniform_cum(s, n)
-    freq = _near_uniform_cum(_u64(s) + _u64(1), n) - cum
-    return _push(buf, freq, cum, TABLE_BITS)
-
-
-def pop_near_uniform(buf: InfoBuffer, n: jax.Array) -> tuple[InfoBuffer, jax.Array]:
-    """Pop a symbol in :math:`[0, n)`, the inverse of :func:`push_near_uniform`."""
-    n = _u64(n)
-    y = buf.head & _u64(_WORD)
-    s = ((y + _u64(1)) * n - _u64(1)) >> _u64(TABLE_BITS)
-    cum = _near_uniform_cum(s, n)
-    freq = _near_uniform_cum(s + _u64(1), n) - cum
-    return _pop(buf, y, freq, cum, TABLE_BITS), s
+def undecay(buf: InfoBuffer, v: jax.Array, n: jax.Array, momentum_bits: int) -> tuple[InfoBuffer, jax.Array]:
+    """The inverse of :func:`decay`: the buffer before it and the velocities before the decay."""
+    k = momentum_bits
+    n = jnp.asarray(n, jnp.int64)
+    q, p = divmod_floor(v, n.astype(v.dtype))
+    big = buf.head.astype(jnp.int64) * n + p.astype(jnp.int64)
+    steps = buf.steps - 1
+    top = jnp.maximum(buf.count - 1, 0)
+    refill = (buf.count > 0) & (buf.written_at[top] == steps)
+    x = jnp.where(refill, ((big >> k) << WORD_BITS) | buf.words[top].astype(jnp.int64), big >> k)
+    buf = buf._replace(head=x.astype(jnp.uint32), count=buf.count - refill.astype(jnp.int32), steps=steps)
+    return buf, (q << k) + (big & ((1 << k) - 1)).astype(v.dtype)
 
 
 def size_in_bits(buf: InfoBuffer) -> jax.Array:
-    """Information held, per weight: :math:`32 \\cdot` words :math:`+ \\log_2(\\text{head}) - 32`."""
-    return 32.0 * buf.count.astype(jnp.float64) + jnp.log2(buf.head.astype(jnp.float64)) - 32.0
+    """Information held, per weight: :math:`16 c + \\log_2(\\text{head}) - 16`."""
+    return (WORD_BITS * buf.count.astype(jnp.float64) + jnp.log2(buf.head.astype(jnp.float64))
+            - WORD_BITS)
+
+
+def memory_bytes(buf: InfoBuffer) -> int:
+    """Bytes the buffer's arrays occupy."""
+    return sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in buf)

@@ -5,20 +5,22 @@ The update, in Maclaurin, Duvenaud & Adams's (2015) convention, with per-step st
 
 .. math:: v_{t+1} = \gamma_t v_t - (1 - \gamma_t) \nabla L(w_t), \qquad w_{t+1} = w_t + \alpha_t v_{t+1}.
 
-Weights and velocities are integers with ``radix_bits`` fractional bits (:math:`w = W / 2^R`). The
-momentum is the rational :math:`\gamma = n / 2^k` nearest to the requested value (``momentum_bits``
-:math:`= k`; :math:`2 \le n < 2^k`), and the decay :math:`\gamma v` is computed exactly with the
-information buffer (:mod:`hgrad.reversible.buffer`). The gradient term and the position update are
-rounded to the grid, but each is a function of values that are known again when stepping back
-(:math:`\nabla L(w_t)` once :math:`w_t` is restored; :math:`v_{t+1}`), so subtracting the same
-rounded number undoes it exactly:
+Weights and velocities are 64-bit integers with ``radix_bits`` fractional bits (:math:`w = W / 2^R`).
+The momentum is the rational :math:`\gamma = n / 2^k` nearest to the requested value
+(``momentum_bits`` :math:`= k`; :math:`2 \le n < 2^k`), and the decay :math:`\gamma v` is computed
+exactly with the information buffer (:mod:`hgrad.reversible.buffer`). The gradient term and the
+position update are rounded to the grid, but each is a function of values that are known again when
+stepping back (:math:`\nabla L(w_t)` once :math:`w_t` is restored; :math:`v_{t+1}`), so subtracting
+the same rounded number undoes it exactly:
 
 .. math:: W_t = W_{t+1} - \mathrm{round}(\alpha_t V_{t+1}), \qquad
           \gamma_t V_t = V_{t+1} + \mathrm{round}\big((1 - \gamma_t) \nabla L(w_t)\, 2^R\big).
 
 The decay :math:`V \mapsto \lfloor V / 2^k \rfloor n + p` takes its low digits :math:`p < n` from the
 buffer, so the exact trajectory differs from the float one by up to :math:`n` grid units per step,
-:math:`\gamma 2^{k-R}`: with :math:`k = 16` and :math:`R = 52` about :math:`10^{-11}`.
+:math:`\gamma 2^{k-R}`: with :math:`k = 16` and :math:`R = 52` about :math:`10^{-11}`. This is why the
+state is 64-bit: with 32-bit integers the same :math:`k` would leave the velocity about 8 good
+fractional bits.
 
 Every integer must stay below :math:`2^{62}` in magnitude: :func:`step` and :func:`unstep` return a
 flag that is set when one does not (a fixed-point overflow: the weights, velocities or gradients grew
@@ -56,9 +58,9 @@ class ExactState(NamedTuple):
 
 
 def momentum_numerator(gamma: jax.Array, momentum_bits: int) -> jax.Array:
-    """:math:`n` with :math:`n / 2^k` the representable momentum nearest to ``gamma`` (``uint64``)."""
+    """:math:`n` with :math:`n / 2^k` the representable momentum nearest to ``gamma`` (``int64``)."""
     scaled = jnp.round(jnp.asarray(gamma, jnp.float64) * 2.0 ** momentum_bits)
-    return jnp.clip(scaled, 2, 2 ** momentum_bits - 1).astype(jnp.uint64)
+    return jnp.clip(scaled, 2, 2 ** momentum_bits - 1).astype(jnp.int64)
 
 
 def _round_to_int(x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -78,7 +80,7 @@ def to_float(x: jax.Array, radix_bits: int) -> jax.Array:
 
 
 def _gradient_term(grad, n, momentum_bits, radix_bits):
-    one_minus = (2.0 ** momentum_bits - n.astype(jnp.float64)) * 2.0 ** -momentum_bits
+    one_minus = (2.0 ** momentum_bits - jnp.asarray(n).astype(jnp.float64)) * 2.0 ** -momentum_bits
     return _round_to_int(one_minus * jnp.asarray(grad, jnp.float64) * 2.0 ** radix_bits)
 
 
@@ -98,12 +100,7 @@ def step(state: ExactState, grad: jax.Array, alpha: jax.Array, n: jax.Array, *, 
     Returns:
       The state at :math:`t + 1`, and a flag set on a fixed-point or buffer overflow.
     """
-    n = jnp.broadcast_to(jnp.asarray(n, jnp.uint64), state.v.shape)
-    mask = jnp.int64((1 << momentum_bits) - 1)
-    remainder = (state.v & mask).astype(jnp.uint64)
-    buffer = B.push_uniform(state.buffer, remainder, momentum_bits)
-    buffer, p = B.pop_near_uniform(buffer, n)
-    v = (state.v >> jnp.int64(momentum_bits)) * n.astype(jnp.int64) + p.astype(jnp.int64)
+    buffer, v = B.decay(state.buffer, state.v, n, momentum_bits)
     dv, bad_v = _gradient_term(grad, n, momentum_bits, radix_bits)
     v = v - dv
     dw, bad_w = _position_term(v, alpha)
@@ -121,14 +118,8 @@ def unstep_position(state: ExactState, alpha: jax.Array) -> ExactState:
 def unstep_velocity(state: ExactState, grad: jax.Array, n: jax.Array, *, momentum_bits: int,
                     radix_bits: int) -> tuple[ExactState, jax.Array]:
     """Undo the velocity update, given :math:`\\nabla L(w_t)` at the restored :math:`w_t`."""
-    n = jnp.broadcast_to(jnp.asarray(n, jnp.uint64), state.v.shape)
     dv, bad = _gradient_term(grad, n, momentum_bits, radix_bits)
-    v = state.v + dv
-    n_int = n.astype(jnp.int64)
-    p, q = jnp.remainder(v, n_int), jnp.floor_divide(v, n_int)
-    buffer = B.push_near_uniform(state.buffer, p.astype(jnp.uint64), n)
-    buffer, remainder = B.pop_uniform(buffer, momentum_bits)
-    v = (q << jnp.int64(momentum_bits)) + remainder.astype(jnp.int64)
+    buffer, v = B.undecay(state.buffer, state.v + dv, n, momentum_bits)
     return ExactState(state.w, v, buffer), bad | buffer.overflow
 
 
@@ -142,4 +133,4 @@ def unstep(state: ExactState, grad_fn, alpha, n, *, momentum_bits: int, radix_bi
 
 
 def _near_limit(x: jax.Array) -> jax.Array:
-    return jnp.any(jnp.abs(x.astype(jnp.float64)) >= _LIMIT)
+    return jnp.any(jnp.abs(x) >= jnp.int64(1 << 62))

@@ -38,7 +38,6 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from hgrad import _checks
 from hgrad.dynamics.base import at_step, broadcast_to_params
@@ -106,13 +105,6 @@ def init_hparams(lr, momentum, *, loss: Any = (), init: Any = (), num_steps: int
                              logit_unit(momentum, "momentum", num_steps, dtype), loss, init)
 
 
-def _per_weight(tree: Any, params: Any, name: str, t: jax.Array) -> jax.Array:
-    """A per-group, per-step hyperparameter at step ``t`` as one float64 entry per weight."""
-    full = broadcast_to_params(tree, params, name)
-    leaves = jax.tree.map(lambda h, p: jnp.broadcast_to(at_step(h, t), jnp.shape(p)), full, params)
-    return ravel_pytree(leaves)[0].astype(jnp.float64)
-
-
 def _check_schedules(hparams: ReversibleHparams, params: Any, num_steps: int) -> None:
     for name in ("log_lr", "logit_momentum"):
         tree = getattr(hparams, name)
@@ -124,15 +116,14 @@ def _check_schedules(hparams: ReversibleHparams, params: Any, num_steps: int) ->
 
 
 def buffer_words_needed(hparams: ReversibleHparams, params: Any, num_steps: int, momentum_bits: int) -> int:
-    """Words (32 bits) per weight that the buffer needs: the bound on the bits the decay destroys,
-    :math:`\\sum_t \\log_2(2^k / n_t) + 0.01 T`, for the smallest momentum of each step, plus slack."""
+    """16-bit words per weight that the buffer needs: from the bound on the bits each step's decay
+    adds, :math:`\\log_2(2^k / n_t) + \\log_2(1 + 1/n_t)`, for the smallest momentum of each step."""
     broadcast_to_params(hparams.logit_momentum, params, "logit_momentum")
     logits = [np.broadcast_to(np.asarray(leaf, np.float64), (num_steps,))
               for leaf in jax.tree.leaves(hparams.logit_momentum)]
     gammas = 1 / (1 + np.exp(-np.min(np.stack(logits), axis=0)))
     n = np.clip(np.round(gammas * 2.0 ** momentum_bits), 2, 2 ** momentum_bits - 1)
-    bits = float(np.sum(np.log2(2.0 ** momentum_bits / n))) + 0.01 * num_steps
-    return math.ceil(bits / 32) + 2
+    return B.words_needed(B.step_bits(n, momentum_bits))
 
 
 def reversible_hypergrad(loss: Callable, outer: Callable, params0: Any, hparams: ReversibleHparams,
@@ -150,9 +141,9 @@ def reversible_hypergrad(loss: Callable, outer: Callable, params0: Any, hparams:
       num_steps: :math:`T`.
       radix_bits: :math:`R`, fractional bits of the fixed-point weights and velocities; every
         value must stay below :math:`2^{62-R}` in magnitude (1024 at the default).
-      momentum_bits: :math:`k`: momenta are rounded to multiples of :math:`2^{-k}`.
-      buffer_words: 32-bit words per weight for the buffer; by default the bound computed from
-        the momenta (which must then be concrete).
+      momentum_bits: :math:`k` (16 to 20): momenta are rounded to multiples of :math:`2^{-k}`.
+      buffer_words: 16-bit words per weight for the buffer's stack; by default the bound
+        computed from the momenta (which must then be concrete; see :func:`buffer_words_needed`).
 
     Raises:
       hgrad.DivergenceError: the loss or its gradient became non-finite (naming the step).
@@ -163,8 +154,9 @@ def reversible_hypergrad(loss: Callable, outer: Callable, params0: Any, hparams:
     _checks.check_finite(hparams, "hparams")
     if not isinstance(hparams, ReversibleHparams):
         raise TypeError("hparams must be a hgrad.reversible.ReversibleHparams (see init_hparams)")
-    if not 8 <= momentum_bits <= 28:
-        raise ValueError(f"momentum_bits must be between 8 and 28, got {momentum_bits}")
+    if not B.MIN_MOMENTUM_BITS <= momentum_bits <= B.MAX_MOMENTUM_BITS:
+        raise ValueError(f"momentum_bits must be between {B.MIN_MOMENTUM_BITS} and {B.MAX_MOMENTUM_BITS}, "
+                         f"got {momentum_bits}")
     if not 8 <= radix_bits <= 60:
         raise ValueError(f"radix_bits must be between 8 and 60, got {radix_bits}")
     with jax.enable_x64(True):
@@ -201,92 +193,114 @@ def _raise_if_overflowed(step, num_steps: int, radix_bits: int) -> None:
         check(step)
 
 
-def _setup(config, hparams, init):
-    loss, outer, params0_fn, num_steps, radix_bits, momentum_bits, words = config
+class _Problem(NamedTuple):
+    """What both sweeps derive from the configuration: the initial parameters and their layout."""
+
+    params0: Any
+    treedef: Any
+    shapes: list
+    dtype: Any
+
+
+def _setup(config, hparams, init) -> _Problem:
+    params0_fn = config[2]
     params0 = params0_fn(hparams) if params0_fn is not None else init
-    flat0, unravel = ravel_pytree(params0)
-    dtype = flat0.dtype
+    leaves, treedef = jax.tree.flatten(params0)
+    dtype = jnp.result_type(*leaves)
+    return _Problem(params0, treedef, [jnp.shape(x) for x in leaves], dtype)
 
-    def as_params(w_int):
-        return unravel(E.to_float(w_int, radix_bits).astype(dtype))
 
-    def rates(h, t):
-        alpha = jnp.exp(_per_weight(h.log_lr, params0, "log_lr", t))
-        gamma = jax.nn.sigmoid(_per_weight(h.logit_momentum, params0, "logit_momentum", t))
-        return alpha, gamma
+def _as_params(problem: _Problem, states, radix_bits: int):
+    """The float parameters (the model's dtype) of the fixed-point weights, one state per leaf."""
+    return jax.tree.unflatten(problem.treedef, [
+        E.to_float(s.w, radix_bits).astype(problem.dtype).reshape(shape)
+        for s, shape in zip(states, problem.shapes)])
 
-    return params0, flat0, as_params, rates
+
+def _rates(h: ReversibleHparams, problem: _Problem, t) -> tuple[list, list]:
+    """Step size and momentum of each parameter leaf at step ``t`` (scalars: they are per group)."""
+    lr = jax.tree.leaves(broadcast_to_params(h.log_lr, problem.params0, "log_lr"))
+    mom = jax.tree.leaves(broadcast_to_params(h.logit_momentum, problem.params0, "logit_momentum"))
+    return [jnp.exp(at_step(x, t)) for x in lr], [jax.nn.sigmoid(at_step(x, t)) for x in mom]
+
+
+def _flat(tree) -> list:
+    return [x.reshape(-1) for x in jax.tree.leaves(tree)]
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _forward(config, hparams, init):
     loss, outer, params0_fn, num_steps, radix_bits, momentum_bits, words = config
-    params0, flat0, as_params, rates = _setup(config, hparams, init)
+    problem = _setup(config, hparams, init)
     kw = dict(momentum_bits=momentum_bits, radix_bits=radix_bits)
-    w0, bad0 = E.to_fixed(flat0, radix_bits)
-    state0 = E.ExactState(w0, jnp.zeros_like(w0), B.empty(flat0.size, words))
+    fixed = [E.to_fixed(x, radix_bits) for x in _flat(problem.params0)]
+    states0 = [E.ExactState(w, jnp.zeros_like(w), B.empty(w.size, words)) for w, _ in fixed]
 
-    def body(state, t):
-        value, grad = jax.value_and_grad(loss)(as_params(state.w), hparams, t)
-        grad = ravel_pytree(grad)[0].astype(jnp.float64)
-        alpha, gamma = rates(hparams, t)
-        state, overflow = E.step(state, grad, alpha, E.momentum_numerator(gamma, momentum_bits), **kw)
-        finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(grad))
-        return state, (finite, ~overflow)
+    def body(states, t):
+        value, grads = jax.value_and_grad(loss)(_as_params(problem, states, radix_bits), hparams, t)
+        alphas, gammas = _rates(hparams, problem, t)
+        stepped = [E.step(s, g, a, E.momentum_numerator(m, momentum_bits), **kw)
+                   for s, g, a, m in zip(states, _flat(grads), alphas, gammas)]
+        finite = jnp.isfinite(value) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in _flat(grads)]))
+        fits = ~jnp.any(jnp.stack([bad for _, bad in stepped]))
+        return [s for s, _ in stepped], (finite, fits)
 
     ts = jnp.arange(num_steps, dtype=jnp.int32)
-    state, (finite, fits) = jax.lax.scan(body, state0, ts)
-    fits = fits.at[0].set(fits[0] & ~bad0)
-    return state, _checks.first_nonfinite_step(finite, ts), _checks.first_nonfinite_step(fits, ts)
+    states, (finite, fits) = jax.lax.scan(body, states0, ts)
+    fits = fits.at[0].set(fits[0] & ~jnp.any(jnp.stack([bad for _, bad in fixed])))
+    return states, _checks.first_nonfinite_step(finite, ts), _checks.first_nonfinite_step(fits, ts)
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _reverse(config, hparams, init, final_state):
+def _reverse(config, hparams, init, final_states):
     loss, outer, params0_fn, num_steps, radix_bits, momentum_bits, words = config
-    params0, flat0, as_params, rates = _setup(config, hparams, init)
+    problem = _setup(config, hparams, init)
     kw = dict(momentum_bits=momentum_bits, radix_bits=radix_bits)
-    ravel = lambda tree: ravel_pytree(tree)[0].astype(jnp.float64)  # noqa: E731
-    final_params = as_params(final_state.w)
+    final_params = _as_params(problem, final_states, radix_bits)
     value, (w_bar_tree, h_bar) = jax.value_and_grad(outer, argnums=(0, 1))(final_params, hparams)
     grad_loss = jax.grad(loss, argnums=(0, 1))
+    as_float = lambda x: E.to_float(x, radix_bits).astype(problem.dtype)  # noqa: E731
 
     def body(carry, t):
-        state, w_bar, v_bar, h_bar = carry
-        v_next = E.to_float(state.v, radix_bits)
-        (alpha, gamma), rates_vjp = jax.vjp(lambda h: rates(h, t), hparams)
-        state = E.unstep_position(state, alpha)
-        alpha_bar = w_bar * v_next
-        v_bar = v_bar + alpha * w_bar
-        params = as_params(state.w)
+        states, w_bar, v_bar, h_bar = carry
+        v_next = [as_float(s.v) for s in states]
+        (alphas, gammas), rates_vjp = jax.vjp(lambda h: _rates(h, problem, t), hparams)
+        states = [E.unstep_position(s, a) for s, a in zip(states, alphas)]
+        alpha_bar = [jnp.vdot(wb, v).astype(a.dtype) for wb, v, a in zip(w_bar, v_next, alphas)]
+        alphas_, gammas_ = ([x.astype(problem.dtype) for x in xs] for xs in (alphas, gammas))
+        v_bar = [vb + a * wb for vb, a, wb in zip(v_bar, alphas_, w_bar)]
         # One forward-over-reverse product: the gradient (needed bit for bit to undo the velocity
         # update), H v_bar and the mixed term, all at the restored w_t.
-        flat_params, unravel = ravel_pytree(params)
-        tangent = unravel((-(1 - gamma) * v_bar).astype(flat_params.dtype))
-        (grad, _), (hvp, mixed) = jax.jvp(lambda w: grad_loss(w, hparams, t), (params,), (tangent,))
-        grad = ravel(grad)
-        n = E.momentum_numerator(gamma, momentum_bits)
-        state, _ = E.unstep_velocity(state, grad, n, **kw)
-        v_prev = E.to_float(state.v, radix_bits)
-        gamma_bar = v_bar * (v_prev + grad)
+        tangent = jax.tree.unflatten(problem.treedef, [
+            (-(1 - m) * vb).reshape(shape) for m, vb, shape in zip(gammas_, v_bar, problem.shapes)])
+        (grads, _), (hvp, mixed) = jax.jvp(lambda w: grad_loss(w, hparams, t),
+                                           (_as_params(problem, states, radix_bits),), (tangent,))
+        grads = _flat(grads)
+        states = [E.unstep_velocity(s, g, E.momentum_numerator(m, momentum_bits), **kw)[0]
+                  for s, g, m in zip(states, grads, gammas)]
+        gamma_bar = [jnp.vdot(vb, as_float(s.v) + g).astype(m.dtype) for vb, s, g, m in zip(v_bar, states, grads, gammas)]
         (h_rates,) = rates_vjp((alpha_bar, gamma_bar))
         h_bar = jax.tree.map(jnp.add, h_bar, jax.tree.map(jnp.add, h_rates, mixed))
-        w_bar = w_bar + ravel(hvp)
-        v_bar = gamma * v_bar
-        return (state, w_bar, v_bar, h_bar), None
+        w_bar = [wb + hv for wb, hv in zip(w_bar, _flat(hvp))]
+        v_bar = [m * vb for m, vb in zip(gammas_, v_bar)]
+        return (states, w_bar, v_bar, h_bar), None
 
-    carry0 = (final_state, ravel(w_bar_tree), jnp.zeros_like(flat0, jnp.float64), h_bar)
+    w_bar0 = [x.astype(problem.dtype) for x in _flat(w_bar_tree)]
+    carry0 = (final_states, w_bar0, [jnp.zeros_like(x) for x in w_bar0], h_bar)
     ts = jnp.arange(num_steps, dtype=jnp.int32)
-    (state, w_bar, _, h_bar), _ = jax.lax.scan(body, carry0, ts, reverse=True)
+    (states, w_bar, _, h_bar), _ = jax.lax.scan(body, carry0, ts, reverse=True)
     if params0_fn is not None:
-        _, init_vjp = jax.vjp(lambda h: ravel(params0_fn(h)), hparams)
+        _, init_vjp = jax.vjp(lambda h: _flat(params0_fn(h)), hparams)
         (h_init,) = init_vjp(w_bar)
         h_bar = jax.tree.map(jnp.add, h_bar, h_init)
-    w0, _ = E.to_fixed(flat0, radix_bits)
-    exact = (jnp.all(state.w == w0) & jnp.all(state.v == 0) & jnp.all(state.buffer.count == 0)
-             & jnp.all(state.buffer.head == jnp.uint64(B.HEAD_LOW)))
-    bits = jnp.sum(B.size_in_bits(final_state.buffer))
+    w0 = [E.to_fixed(x, radix_bits)[0] for x in _flat(problem.params0)]
+    exact = jnp.all(jnp.stack([
+        jnp.all(s.w == w) & jnp.all(s.v == 0) & jnp.all(s.buffer.count == 0) & jnp.all(s.buffer.head == B.HEAD_LOW)
+        for s, w in zip(states, w0)]))
+    bits = sum(jnp.sum(B.size_in_bits(s.buffer)) for s in final_states)
+    num_weights = sum(s.w.size for s in final_states)
     return ReversibleResult(
         value=value, grads=h_bar, final_params=final_params, buffer_bits=bits,
-        bits_per_weight_per_step=bits / (flat0.size * num_steps),
-        buffer_capacity_bits=32 * words * flat0.size + 96 * flat0.size, exact=exact,
+        bits_per_weight_per_step=bits / (num_weights * num_steps),
+        buffer_capacity_bits=sum(8 * B.memory_bytes(s.buffer) for s in final_states), exact=exact,
     )
