@@ -2,15 +2,19 @@
 and the buffer against the entropy bound.
 
 Workload: MLP 784-100-10 tanh on mnist5k, batch 100, SGD with momentum in Maclaurin's convention
-(v <- g v - (1-g) grad, w <- w + a v), step size 0.1, log L2 1e-4, the model in float32 (the
-reversible state itself is 64-bit fixed point: weights, velocities and the buffer are integers).
+(v <- g v - (1-g) grad, w <- w + a v), step size 0.1, log L2 1e-4, the model in float32. The
+reversible state itself cannot be float32: weights and velocities are 64-bit fixed point (R=52;
+with 32-bit integers the decay would leave the velocity about 8 good fractional bits), the buffer a
+32-bit head and 16-bit words per weight.
 
 Prints, in one run:
   * time of hgrad.reversible_hypergrad / time of the training run alone (float32 scan, same loss,
     same convention), interleaved (target <= 4);
   * memory: the reversible run's state (weights + velocities, int64) and buffer (allocated, and the
-    information it holds) against storing the trajectory (T float32 states of weights + velocities),
-    for T in --steps, from XLA's compiled memory analysis where it runs; ratio target >= 50;
+    information it holds) against storing the trajectory (T states of weights + velocities, in
+    float32 as the workload trains, and in float64, the precision the exact state keeps), for T in
+    --steps; XLA's compiled peak for the whole forward and reverse sweeps (adjoints included) beside
+    it; ratio target >= 50;
   * bits per weight per step for momenta in --momenta against log2(1/g).
 
 Usage: python benchmarks/reversible.py [--steps 100 1000 10000] [--momenta 0.5 0.9 0.98 0.99]
@@ -26,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import hgrad
+from hgrad.reversible import buffer as B
 from hgrad.reversible import hypergrad as R
 from workload import Workload, apply, init_params, interleaved_times, xent
 
@@ -58,20 +63,21 @@ def training_run(w: Workload, params0, h, T: int):
 
 
 def memory(w, params0, h, outer, T: int):
-    """Bytes of the reversible run's state and buffer (from the compiled forward and reverse passes)
-    and of a stored trajectory of float32 weights + velocities."""
+    """Bytes of the reversible run's state and buffer (the shapes the forward pass returns) and of a
+    stored trajectory of weights + velocities; XLA's peak over the compiled forward and reverse passes."""
     with jax.enable_x64(True):
         words = R.buffer_words_needed(h, params0, T, 16)
         config = (w.loss, outer, None, T, 52, 16, words)
         fwd = R._forward.lower(config, h, params0).compile().memory_analysis()  # noqa: SLF001
-        state = jax.eval_shape(lambda: R._forward(config, h, params0)[0])  # noqa: SLF001
-        rev = R._reverse.lower(config, h, params0, state).compile().memory_analysis()  # noqa: SLF001
+        states = jax.eval_shape(lambda: R._forward(config, h, params0)[0])  # noqa: SLF001
+        rev = R._reverse.lower(config, h, params0, states).compile().memory_analysis()  # noqa: SLF001
     n = sum(x.size for x in jax.tree.leaves(params0))
-    weights_bytes = 2 * 8 * n  # w and v as int64
-    buffer_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state.buffer))
+    weights_bytes = sum(s.w.size * s.w.dtype.itemsize + s.v.size * s.v.dtype.itemsize for s in states)
+    buffer_bytes = sum(B.memory_bytes(s.buffer) for s in states)
     peak = max(a.temp_size_in_bytes + a.argument_size_in_bytes + a.output_size_in_bytes
                - a.alias_size_in_bytes for a in (fwd, rev))
-    return dict(n=n, weights=weights_bytes, buffer=buffer_bytes, peak=peak, trajectory=T * 2 * 4 * n)
+    return dict(n=n, weights=weights_bytes, buffer=buffer_bytes, peak=peak, words=words,
+                trajectory32=T * 2 * 4 * n, trajectory64=T * 2 * 8 * n)
 
 
 def main():
@@ -83,7 +89,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, batch {args.batch}; "
-          "model float32, reversible state int64 fixed point (R=52, momentum bits 16)")
+          "model float32, reversible state int64 fixed point (R=52, momentum bits 16), "
+          "buffer 32-bit heads + 16-bit words")
 
     T = 100
     w, params0, h, outer = problem(T, args.batch, 0.9)
@@ -95,21 +102,23 @@ def main():
           f"{times['reversible'] * 1e3:.1f} ms; exact reversal: {bool(result.exact)}")
     print(f"  reversible / training = {times['reversible'] / times['training']:.2f}  (target <= 4)")
 
-    print(f"\n{'T':>6} {'w+v MiB':>8} {'buffer MiB':>10} {'held bits/w/step':>16} {'XLA peak MiB':>12} "
-          f"{'trajectory MiB':>14} {'ratio':>7}")
+    print(f"\n{'T':>6} {'w+v MiB':>8} {'buffer MiB':>10} {'words':>5} {'held bits/w/step':>18} {'XLA peak':>8} "
+          f"{'traj f32':>9} {'ratio':>6} {'traj f64':>9} {'ratio':>6}")
     for T in args.steps:
         w, params0, h, outer = problem(T, args.batch, 0.9)
         m = memory(w, params0, h, outer, T)
-        held = "(compiled)"
+        held = "(compiled only)"
         if T <= args.run_up_to:
             start = time.perf_counter()
             r = hgrad.reversible_hypergrad(w.loss, outer, params0, h, T)
             held = f"{float(r.bits_per_weight_per_step):.4f} ({time.perf_counter() - start:.0f} s)"
-        ratio = m["trajectory"] / (m["weights"] + m["buffer"])
-        print(f"{T:>6} {m['weights'] / 2**20:>8.2f} {m['buffer'] / 2**20:>10.2f} {held:>16} "
-              f"{m['peak'] / 2**20:>12.1f} {m['trajectory'] / 2**20:>14.1f} {ratio:>7.1f}")
-    print("  ratio = trajectory / (w+v + buffer); target >= 50. log2(1/0.9) = "
-          f"{np.log2(1 / 0.9):.4f} bits")
+        ours = m["weights"] + m["buffer"]
+        mib = lambda b: f"{b / 2**20:.2f}"  # noqa: E731
+        print(f"{T:>6} {mib(m['weights']):>8} {mib(m['buffer']):>10} {m['words']:>5} {held:>18} {mib(m['peak']):>8} "
+              f"{mib(m['trajectory32']):>9} {m['trajectory32'] / ours:>6.1f} {mib(m['trajectory64']):>9} "
+              f"{m['trajectory64'] / ours:>6.1f}")
+    print("  MiB; ratio = trajectory / (w+v + buffer), target >= 50; words = 16-bit words per weight "
+          f"allocated from the bound. log2(1/0.9) = {np.log2(1 / 0.9):.4f} bits")
 
     print(f"\n{'momentum':>9} {'bits/w/step':>12} {'log2(1/g)':>10} {'ratio':>6}")
     for g in args.momenta:

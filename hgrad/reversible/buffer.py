@@ -17,10 +17,11 @@ big integers are exact but slow and cannot be traced. Here each :math:`B` is wri
 in fixed-size arrays, so the whole loop jit-compiles and vectorizes over weights:
 
 * the head stays below :math:`2^{32}`; an empty buffer is :math:`x = 2^{16}` with no words;
-* before a step, if some head has :math:`x \ge n\, 2^{32-k}` (its new head would not fit in 32
+* before a step, if a head might reach :math:`n\, 2^{32-k}` (its new head would not fit in 32
   bits), *every* head of the buffer puts its low 16 bits onto the stack (one row of a
   ``[capacity, weights]`` array) and :math:`x \leftarrow \lfloor x / 2^{16} \rfloor`; the row
-  records the step it was written at;
+  records the step it was written at. "Might" is decided without reading the heads: a scalar bound
+  :math:`\bar x \ge \max x` follows the recursion :math:`\bar x' = \lfloor (\bar x 2^k + 2^k - 1) / n_{\min} \rfloor`;
 * the inverse computes :math:`X = x' n + p`, :math:`r = X \bmod 2^k`, :math:`x = \lfloor X / 2^k \rfloor`,
   and takes the top row back exactly when it was written at this step.
 
@@ -63,11 +64,13 @@ class InfoBuffer(NamedTuple):
 
     Attributes:
       head: ``uint32[n]``.
-      words: ``uint16[capacity, n]``, the stack of spilled rows (rows at or above ``count`` are
-        free).
-      written_at: ``int32[capacity]``, the value of ``steps`` when each row was written.
+      words: ``uint16[capacity + 1, n]``, the stack of spilled rows (rows at or above ``count``
+        are free; the last is scratch, written when no spill is due).
+      written_at: ``int32[capacity + 1]``, the value of ``steps`` when each row was written.
       count: ``int32[]``, rows on the stack.
       steps: ``int32[]``, decays done so far (minus those undone).
+      head_bound: ``int64[]``, an upper bound on every head, kept by :func:`decay` (after
+        :func:`undecay` it is :math:`2^{32} - 1`, "unknown": a further decay then spills).
       overflow: ``bool[]``, set when a spill found the stack full (the result is then invalid;
         callers raise an error).
     """
@@ -77,6 +80,7 @@ class InfoBuffer(NamedTuple):
     written_at: jax.Array
     count: jax.Array
     steps: jax.Array
+    head_bound: jax.Array
     overflow: jax.Array
 
 
@@ -85,10 +89,11 @@ def empty(num_weights: int, capacity: int) -> InfoBuffer:
     capacity = max(capacity, 1)
     return InfoBuffer(
         head=jnp.full((num_weights,), HEAD_LOW, jnp.uint32),
-        words=jnp.zeros((capacity, num_weights), jnp.uint16),
-        written_at=jnp.full((capacity,), -1, jnp.int32),
+        words=jnp.zeros((capacity + 1, num_weights), jnp.uint16),
+        written_at=jnp.full((capacity + 1,), -1, jnp.int32),
         count=jnp.zeros((), jnp.int32),
         steps=jnp.zeros((), jnp.int32),
+        head_bound=jnp.asarray(HEAD_LOW, jnp.int64),
         overflow=jnp.zeros((), bool),
     )
 
@@ -130,15 +135,19 @@ def divmod_floor(x: jax.Array, n: jax.Array, *, below_2_53: bool = False) -> tup
 
 
 def _spill(buf: InfoBuffer, needed: jax.Array) -> InfoBuffer:
-    """If ``needed``, move the low 16 bits of every head onto the stack as one row."""
-    capacity = buf.words.shape[0]
-    index = jnp.minimum(buf.count, capacity - 1)
-    row = jnp.where(needed, (buf.head & jnp.uint32(_WORD_MASK)).astype(jnp.uint16), buf.words[index])
+    """If ``needed`` (a scalar), move the low 16 bits of every head onto the stack as one row.
+
+    The row is written either way, at ``count``: without a spill it lands in a free row (or the
+    scratch row), which costs one write and saves reading the row back to keep it."""
+    capacity = buf.words.shape[0] - 1
+    index = jnp.minimum(buf.count, capacity)
+    row = (buf.head & jnp.uint32(_WORD_MASK)).astype(jnp.uint16)
     return buf._replace(
         head=jnp.where(needed, buf.head >> jnp.uint32(WORD_BITS), buf.head),
         words=jax.lax.dynamic_update_index_in_dim(buf.words, row, index, 0),
-        written_at=buf.written_at.at[index].set(jnp.where(needed, buf.steps, buf.written_at[index])),
+        written_at=buf.written_at.at[index].set(buf.steps),
         count=buf.count + needed.astype(jnp.int32),
+        head_bound=jnp.where(needed, buf.head_bound >> WORD_BITS, buf.head_bound),
         overflow=buf.overflow | (needed & (buf.count >= capacity)),
     )
 
@@ -149,7 +158,8 @@ def decay(buf: InfoBuffer, v: jax.Array, n: jax.Array, momentum_bits: int) -> tu
     Args:
       buf: the buffer, one entry per element of ``v`` (1-D).
       v: ``int32`` or ``int64``; the result fits the same type when :math:`|v| < 2^{bits-1}`.
-      n: numerators in :math:`[2, 2^k)`, per element or a scalar.
+      n: numerators in :math:`[2, 2^k)`, per element or a scalar (one per buffer is what keeps
+        the heads in step and the buffer dense).
       momentum_bits: :math:`k`, from 16 to 20.
     Returns:
       The buffer and :math:`q n + p` with :math:`q = \\lfloor v / 2^k \\rfloor` and :math:`p < n`
@@ -157,15 +167,18 @@ def decay(buf: InfoBuffer, v: jax.Array, n: jax.Array, momentum_bits: int) -> tu
     """
     k = momentum_bits
     n = jnp.asarray(n, jnp.int64)
-    buf = _spill(buf, jnp.any(buf.head.astype(jnp.int64) >= n << (32 - k)))
+    n_min = jnp.min(n)
+    buf = _spill(buf, buf.head_bound >= n_min << (32 - k))
     r = (v & ((1 << k) - 1)).astype(jnp.int64)
     x, p = divmod_floor((buf.head.astype(jnp.int64) << k) | r, n, below_2_53=True)
     v_new = (v >> k) * n.astype(v.dtype) + p.astype(v.dtype)
-    return buf._replace(head=x.astype(jnp.uint32), steps=buf.steps + 1), v_new
+    bound = ((buf.head_bound << k) + ((1 << k) - 1)) // n_min
+    return buf._replace(head=x.astype(jnp.uint32), steps=buf.steps + 1, head_bound=bound), v_new
 
 
 def undecay(buf: InfoBuffer, v: jax.Array, n: jax.Array, momentum_bits: int) -> tuple[InfoBuffer, jax.Array]:
-    """The inverse of :func:`decay`: the buffer before it and the velocities before the decay."""
+    """The inverse of :func:`decay`: the buffer before it and the velocities before the decay
+    (all but ``head_bound``, which becomes "unknown")."""
     k = momentum_bits
     n = jnp.asarray(n, jnp.int64)
     q, p = divmod_floor(v, n.astype(v.dtype))
@@ -174,7 +187,8 @@ def undecay(buf: InfoBuffer, v: jax.Array, n: jax.Array, momentum_bits: int) -> 
     top = jnp.maximum(buf.count - 1, 0)
     refill = (buf.count > 0) & (buf.written_at[top] == steps)
     x = jnp.where(refill, ((big >> k) << WORD_BITS) | buf.words[top].astype(jnp.int64), big >> k)
-    buf = buf._replace(head=x.astype(jnp.uint32), count=buf.count - refill.astype(jnp.int32), steps=steps)
+    buf = buf._replace(head=x.astype(jnp.uint32), count=buf.count - refill.astype(jnp.int32), steps=steps,
+                       head_bound=jnp.asarray((1 << 32) - 1, jnp.int64))
     return buf, (q << k) + (big & ((1 << k) - 1)).astype(v.dtype)
 
 

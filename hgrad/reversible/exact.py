@@ -31,6 +31,7 @@ Needs 64-bit integers (``jax.enable_x64``).
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -79,13 +80,30 @@ def to_float(x: jax.Array, radix_bits: int) -> jax.Array:
     return x.astype(jnp.float64) * 2.0 ** -radix_bits
 
 
+def _round(x: jax.Array) -> jax.Array:
+    """Round float64 ``x`` to int64 (0 where it is out of range: the caller flags that)."""
+    return jnp.round(jnp.where(jnp.abs(x) < _LIMIT, x, 0.0)).astype(jnp.int64)
+
+
 def _gradient_term(grad, n, momentum_bits, radix_bits):
     one_minus = (2.0 ** momentum_bits - jnp.asarray(n).astype(jnp.float64)) * 2.0 ** -momentum_bits
-    return _round_to_int(one_minus * jnp.asarray(grad, jnp.float64) * 2.0 ** radix_bits)
+    return one_minus * jnp.asarray(grad, jnp.float64) * 2.0 ** radix_bits
 
 
 def _position_term(v, alpha):
-    return _round_to_int(jnp.asarray(alpha, jnp.float64) * v.astype(jnp.float64))
+    return jnp.asarray(alpha, jnp.float64) * v.astype(jnp.float64)
+
+
+def _out_of_range(*bounds: jax.Array) -> jax.Array:
+    """Whether any of the float64 ``bounds`` is at or past :math:`2^{62}`, or NaN."""
+    largest = functools.reduce(jnp.maximum, [jnp.asarray(b, jnp.float64) for b in bounds])
+    return ~(largest < _LIMIT)
+
+
+def _max_abs(x: jax.Array) -> jax.Array:
+    """:math:`\\max |x|` as float64, read from ``x`` as stored (the barrier keeps XLA from fusing,
+    and so recomputing, the step that produced it into the reduction)."""
+    return jnp.max(jnp.abs(jax.lax.optimization_barrier(x))).astype(jnp.float64)
 
 
 def step(state: ExactState, grad: jax.Array, alpha: jax.Array, n: jax.Array, *, momentum_bits: int,
@@ -101,25 +119,28 @@ def step(state: ExactState, grad: jax.Array, alpha: jax.Array, n: jax.Array, *, 
       The state at :math:`t + 1`, and a flag set on a fixed-point or buffer overflow.
     """
     buffer, v = B.decay(state.buffer, state.v, n, momentum_bits)
-    dv, bad_v = _gradient_term(grad, n, momentum_bits, radix_bits)
-    v = v - dv
-    dw, bad_w = _position_term(v, alpha)
-    w = state.w + dw
-    overflow = bad_v | bad_w | buffer.overflow | _near_limit(v) | _near_limit(w)
+    dv = _gradient_term(grad, n, momentum_bits, radix_bits)
+    v = v - _round(dv)
+    w = state.w + _round(_position_term(v, alpha))
+    v_max = _max_abs(v)
+    overflow = buffer.overflow | _out_of_range(
+        _gradient_term(_max_abs(grad), jnp.min(n), momentum_bits, radix_bits),  # |dv|
+        v_max, jnp.max(jnp.abs(jnp.asarray(alpha, jnp.float64))) * v_max,  # |dw|
+        _max_abs(w))
     return ExactState(w, v, buffer), overflow
 
 
 def unstep_position(state: ExactState, alpha: jax.Array) -> ExactState:
     """Undo :math:`w_{t+1} = w_t + \\alpha_t v_{t+1}`: the state then holds :math:`w_t` and :math:`v_{t+1}`."""
-    dw, _ = _position_term(state.v, alpha)
-    return state._replace(w=state.w - dw)
+    return state._replace(w=state.w - _round(_position_term(state.v, alpha)))
 
 
 def unstep_velocity(state: ExactState, grad: jax.Array, n: jax.Array, *, momentum_bits: int,
                     radix_bits: int) -> tuple[ExactState, jax.Array]:
     """Undo the velocity update, given :math:`\\nabla L(w_t)` at the restored :math:`w_t`."""
-    dv, bad = _gradient_term(grad, n, momentum_bits, radix_bits)
-    buffer, v = B.undecay(state.buffer, state.v + dv, n, momentum_bits)
+    dv = _gradient_term(grad, n, momentum_bits, radix_bits)
+    buffer, v = B.undecay(state.buffer, state.v + _round(dv), n, momentum_bits)
+    bad = _out_of_range(_gradient_term(_max_abs(grad), jnp.min(n), momentum_bits, radix_bits))
     return ExactState(state.w, v, buffer), bad | buffer.overflow
 
 
@@ -130,7 +151,3 @@ def unstep(state: ExactState, grad_fn, alpha, n, *, momentum_bits: int, radix_bi
     grad = grad_fn(state.w)
     state, bad = unstep_velocity(state, grad, n, momentum_bits=momentum_bits, radix_bits=radix_bits)
     return state, grad, bad
-
-
-def _near_limit(x: jax.Array) -> jax.Array:
-    return jnp.any(jnp.abs(x) >= jnp.int64(1 << 62))
