@@ -53,9 +53,11 @@ __all__ = ["InfoBuffer", "empty", "decay", "undecay", "size_in_bits", "memory_by
            "words_needed", "divmod_floor", "HEAD_LOW", "WORD_BITS", "MIN_MOMENTUM_BITS", "MAX_MOMENTUM_BITS"]
 
 WORD_BITS = 16
-HEAD_LOW = 1 << WORD_BITS  # the head stays in [2^16, 2^32)
-MIN_MOMENTUM_BITS = WORD_BITS  # k >= 16 keeps the head at or above 2^16 after a spill
-MAX_MOMENTUM_BITS = 20  # x 2^k + r < 2^(32 + k) <= 2^52: exact in float64
+HEAD_LOW = 1 << WORD_BITS  # the head of an empty buffer
+# k = 16: after a spill a head is below 2^16 <= n 2^(32-k) for every n >= 1, so the next head fits
+# in 32 bits, and at least n 2^(16-k) = n, which keeps step_bits an upper bound. A larger k would
+# need n >= 2^(k-16) and a looser bound; x 2^k + r < 2^48 is exact in float64.
+MIN_MOMENTUM_BITS = MAX_MOMENTUM_BITS = WORD_BITS
 _WORD_MASK = (1 << WORD_BITS) - 1
 
 
@@ -100,9 +102,11 @@ def empty(num_weights: int, capacity: int) -> InfoBuffer:
 
 def words_needed(bits_per_step: np.ndarray) -> int:
     r"""The capacity (16-bit words) that holds a run whose steps each add at most
-    ``bits_per_step[t]`` bits: the stack holds :math:`c < \sum_t b_t / 16` words, since the head
-    holds at least :math:`\log_2 x - 16 \ge 0` bits of the size."""
-    total = float(np.sum(np.asarray(bits_per_step, np.float64)))
+    ``bits_per_step[t]`` bits: :math:`16 c + \log_2 \bar x - 16 \le \sum_t b_t` for the heads'
+    bound :math:`\bar x`, which a spill leaves at :math:`\bar x \ge n = 2^{16 - b}` or more, so
+    :math:`c \le (\sum_t b_t + \max_t b_t) / 16`."""
+    bits = np.asarray(bits_per_step, np.float64)
+    total = float(np.sum(bits) + np.max(bits, initial=0.0))
     return max(1, math.ceil(total * (1 + 1e-12) / WORD_BITS + 1e-9))
 
 
@@ -160,7 +164,7 @@ def decay(buf: InfoBuffer, v: jax.Array, n: jax.Array, momentum_bits: int) -> tu
       v: ``int32`` or ``int64``; the result fits the same type when :math:`|v| < 2^{bits-1}`.
       n: numerators in :math:`[2, 2^k)`, per element or a scalar (one per buffer is what keeps
         the heads in step and the buffer dense).
-      momentum_bits: :math:`k`, from 16 to 20.
+      momentum_bits: :math:`k` (16; see ``MIN_MOMENTUM_BITS``).
     Returns:
       The buffer and :math:`q n + p` with :math:`q = \\lfloor v / 2^k \\rfloor` and :math:`p < n`
       taken from the buffer.

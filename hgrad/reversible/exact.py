@@ -64,15 +64,11 @@ def momentum_numerator(gamma: jax.Array, momentum_bits: int) -> jax.Array:
     return jnp.clip(scaled, 2, 2 ** momentum_bits - 1).astype(jnp.int64)
 
 
-def _round_to_int(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Round float64 ``x`` to int64, with a flag for magnitudes at or past :math:`2^{62}` (or NaN)."""
-    bad = ~(jnp.abs(x) < _LIMIT)
-    return jnp.round(jnp.where(bad, 0.0, x)).astype(jnp.int64), jnp.any(bad)
-
-
 def to_fixed(x: jax.Array, radix_bits: int) -> tuple[jax.Array, jax.Array]:
-    """``round(x * 2^R)`` as int64, and whether it overflowed."""
-    return _round_to_int(jnp.asarray(x, jnp.float64) * 2.0 ** radix_bits)
+    """``round(x * 2^R)`` as int64, and whether it overflowed (a magnitude at or past
+    :math:`2^{62}`, or NaN)."""
+    scaled = jnp.asarray(x, jnp.float64) * 2.0 ** radix_bits
+    return _round(scaled), jnp.any(~(jnp.abs(scaled) < _LIMIT))
 
 
 def to_float(x: jax.Array, radix_bits: int) -> jax.Array:
@@ -88,6 +84,11 @@ def _round(x: jax.Array) -> jax.Array:
 def _gradient_term(grad, n, momentum_bits, radix_bits):
     one_minus = (2.0 ** momentum_bits - jnp.asarray(n).astype(jnp.float64)) * 2.0 ** -momentum_bits
     return one_minus * jnp.asarray(grad, jnp.float64) * 2.0 ** radix_bits
+
+
+def _gradient_term_bound(grad, n, momentum_bits, radix_bits):
+    """A bound on the gradient term's magnitude: the largest gradient at the smallest momentum."""
+    return _gradient_term(_max_abs(grad), jnp.min(n), momentum_bits, radix_bits)
 
 
 def _position_term(v, alpha):
@@ -124,7 +125,7 @@ def step(state: ExactState, grad: jax.Array, alpha: jax.Array, n: jax.Array, *, 
     w = state.w + _round(_position_term(v, alpha))
     v_max = _max_abs(v)
     overflow = buffer.overflow | _out_of_range(
-        _gradient_term(_max_abs(grad), jnp.min(n), momentum_bits, radix_bits),  # |dv|
+        _gradient_term_bound(grad, n, momentum_bits, radix_bits),
         v_max, jnp.max(jnp.abs(jnp.asarray(alpha, jnp.float64))) * v_max,  # |dw|
         _max_abs(w))
     return ExactState(w, v, buffer), overflow
@@ -140,7 +141,7 @@ def unstep_velocity(state: ExactState, grad: jax.Array, n: jax.Array, *, momentu
     """Undo the velocity update, given :math:`\\nabla L(w_t)` at the restored :math:`w_t`."""
     dv = _gradient_term(grad, n, momentum_bits, radix_bits)
     buffer, v = B.undecay(state.buffer, state.v + _round(dv), n, momentum_bits)
-    bad = _out_of_range(_gradient_term(_max_abs(grad), jnp.min(n), momentum_bits, radix_bits))
+    bad = _out_of_range(_gradient_term_bound(grad, n, momentum_bits, radix_bits))
     return ExactState(state.w, v, buffer), bad | buffer.overflow
 
 

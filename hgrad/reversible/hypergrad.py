@@ -122,7 +122,7 @@ def buffer_words_needed(hparams: ReversibleHparams, params: Any, num_steps: int,
     logits = [np.broadcast_to(np.asarray(leaf, np.float64), (num_steps,))
               for leaf in jax.tree.leaves(hparams.logit_momentum)]
     gammas = 1 / (1 + np.exp(-np.min(np.stack(logits), axis=0)))
-    n = np.clip(np.round(gammas * 2.0 ** momentum_bits), 2, 2 ** momentum_bits - 1)
+    n = np.asarray(E.momentum_numerator(gammas, momentum_bits))
     return B.words_needed(B.step_bits(n, momentum_bits))
 
 
@@ -141,7 +141,8 @@ def reversible_hypergrad(loss: Callable, outer: Callable, params0: Any, hparams:
       num_steps: :math:`T`.
       radix_bits: :math:`R`, fractional bits of the fixed-point weights and velocities; every
         value must stay below :math:`2^{62-R}` in magnitude (1024 at the default).
-      momentum_bits: :math:`k` (16 to 20): momenta are rounded to multiples of :math:`2^{-k}`.
+      momentum_bits: :math:`k`: momenta are rounded to multiples of :math:`2^{-k}` (16, the
+        only value the buffer's bounds allow).
       buffer_words: 16-bit words per weight for the buffer's stack; by default the bound
         computed from the momenta (which must then be concrete; see :func:`buffer_words_needed`).
 
@@ -155,8 +156,8 @@ def reversible_hypergrad(loss: Callable, outer: Callable, params0: Any, hparams:
     if not isinstance(hparams, ReversibleHparams):
         raise TypeError("hparams must be a hgrad.reversible.ReversibleHparams (see init_hparams)")
     if not B.MIN_MOMENTUM_BITS <= momentum_bits <= B.MAX_MOMENTUM_BITS:
-        raise ValueError(f"momentum_bits must be between {B.MIN_MOMENTUM_BITS} and {B.MAX_MOMENTUM_BITS}, "
-                         f"got {momentum_bits}")
+        raise ValueError(f"momentum_bits must be in [{B.MIN_MOMENTUM_BITS}, {B.MAX_MOMENTUM_BITS}] (the "
+                         f"buffer's bounds hold there), got {momentum_bits}")
     if not 8 <= radix_bits <= 60:
         raise ValueError(f"radix_bits must be between 8 and 60, got {radix_bits}")
     with jax.enable_x64(True):
@@ -210,11 +211,15 @@ def _setup(config, hparams, init) -> _Problem:
     return _Problem(params0, treedef, [jnp.shape(x) for x in leaves], dtype)
 
 
+def _model_float(problem: _Problem, x: jax.Array, radix_bits: int) -> jax.Array:
+    """A fixed-point array as a float array of the model's dtype."""
+    return E.to_float(x, radix_bits).astype(problem.dtype)
+
+
 def _as_params(problem: _Problem, states, radix_bits: int):
-    """The float parameters (the model's dtype) of the fixed-point weights, one state per leaf."""
+    """The float parameters of the fixed-point weights, one state per leaf."""
     return jax.tree.unflatten(problem.treedef, [
-        E.to_float(s.w, radix_bits).astype(problem.dtype).reshape(shape)
-        for s, shape in zip(states, problem.shapes)])
+        _model_float(problem, s.w, radix_bits).reshape(shape) for s, shape in zip(states, problem.shapes)])
 
 
 def _rates(h: ReversibleHparams, problem: _Problem, t) -> tuple[list, list]:
@@ -259,7 +264,7 @@ def _reverse(config, hparams, init, final_states):
     final_params = _as_params(problem, final_states, radix_bits)
     value, (w_bar_tree, h_bar) = jax.value_and_grad(outer, argnums=(0, 1))(final_params, hparams)
     grad_loss = jax.grad(loss, argnums=(0, 1))
-    as_float = lambda x: E.to_float(x, radix_bits).astype(problem.dtype)  # noqa: E731
+    as_float = functools.partial(_model_float, problem, radix_bits=radix_bits)
 
     def body(carry, t):
         states, w_bar, v_bar, h_bar = carry
