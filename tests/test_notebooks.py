@@ -15,7 +15,7 @@ papermill = pytest.importorskip("papermill")
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
-@pytest.mark.parametrize("name", ["hyper_cleaning", "forward_vs_reverse"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")))
 def test_notebook_smoke_preset(name, tmp_path, monkeypatch):
     monkeypatch.setenv("HGRAD_RESULTS_DIR", str(tmp_path))
     papermill.execute_notebook(

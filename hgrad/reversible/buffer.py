@@ -126,11 +126,11 @@ def divmod_floor(x: jax.Array, n: jax.Array, *, below_2_53: bool = False) -> tup
     correction then makes the remainder exact.
     """
     n = n.astype(x.dtype)
-    nf = n.astype(jnp.float64)
-    q = jnp.floor(x.astype(jnp.float64) / nf).astype(x.dtype)
+    inverse = 1.0 / n.astype(jnp.float64)  # one division when n is a scalar (one per group)
+    q = jnp.floor(x.astype(jnp.float64) * inverse).astype(x.dtype)
     r = x - q * n
     if jnp.iinfo(x.dtype).bits > 32 and not below_2_53:
-        q2 = jnp.floor(r.astype(jnp.float64) / nf).astype(x.dtype)
+        q2 = jnp.floor(r.astype(jnp.float64) * inverse).astype(x.dtype)
         q, r = q + q2, r - q2 * n
     low, high = r < 0, r >= n
     q = jnp.where(low, q - 1, jnp.where(high, q + 1, q))

@@ -23,8 +23,8 @@ state is 64-bit: with 32-bit integers the same :math:`k` would leave the velocit
 fractional bits.
 
 Every integer must stay below :math:`2^{62}` in magnitude: :func:`step` and :func:`unstep` return a
-flag that is set when one does not (a fixed-point overflow: the weights, velocities or gradients grew
-past :math:`2^{62-R}`), and the callers raise an error naming it.
+mask, one entry per weight, set where one does not (a fixed-point overflow: the weights, velocities
+or gradients grew past :math:`2^{62-R}`), and the callers raise an error naming the step.
 
 Needs 64-bit integers (``jax.enable_x64``).
 """
@@ -86,25 +86,15 @@ def _gradient_term(grad, n, momentum_bits, radix_bits):
     return one_minus * jnp.asarray(grad, jnp.float64) * 2.0 ** radix_bits
 
 
-def _gradient_term_bound(grad, n, momentum_bits, radix_bits):
-    """A bound on the gradient term's magnitude: the largest gradient at the smallest momentum."""
-    return _gradient_term(_max_abs(grad), jnp.min(n), momentum_bits, radix_bits)
-
-
 def _position_term(v, alpha):
     return jnp.asarray(alpha, jnp.float64) * v.astype(jnp.float64)
 
 
-def _out_of_range(*bounds: jax.Array) -> jax.Array:
-    """Whether any of the float64 ``bounds`` is at or past :math:`2^{62}`, or NaN."""
-    largest = functools.reduce(jnp.maximum, [jnp.asarray(b, jnp.float64) for b in bounds])
-    return ~(largest < _LIMIT)
-
-
-def _max_abs(x: jax.Array) -> jax.Array:
-    """:math:`\\max |x|` as float64, read from ``x`` as stored (the barrier keeps XLA from fusing,
-    and so recomputing, the step that produced it into the reduction)."""
-    return jnp.max(jnp.abs(jax.lax.optimization_barrier(x))).astype(jnp.float64)
+def _out_of_range(*values: jax.Array) -> jax.Array:
+    """Per element: whether any of the float64 ``values`` is at or past :math:`2^{62}` in
+    magnitude, or NaN (an element-wise mask, so that the check fuses into the update that
+    produces the values instead of adding a reduction over all weights each step)."""
+    return functools.reduce(jnp.logical_or, [~(jnp.abs(jnp.asarray(x, jnp.float64)) < _LIMIT) for x in values])
 
 
 def step(state: ExactState, grad: jax.Array, alpha: jax.Array, n: jax.Array, *, momentum_bits: int,
@@ -117,18 +107,18 @@ def step(state: ExactState, grad: jax.Array, alpha: jax.Array, n: jax.Array, *, 
       alpha: the step size per weight (or a scalar), float.
       n: the momentum numerators per weight (or a scalar), from :func:`momentum_numerator`.
     Returns:
-      The state at :math:`t + 1`, and a flag set on a fixed-point or buffer overflow.
+      The state at :math:`t + 1`, and a mask, one entry per weight, set where the step overflowed
+      the fixed-point range (a non-finite gradient included) or the buffer was full.
     """
     buffer, v = B.decay(state.buffer, state.v, n, momentum_bits)
     dv = _gradient_term(grad, n, momentum_bits, radix_bits)
     v = v - _round(dv)
-    w = state.w + _round(_position_term(v, alpha))
-    v_max = _max_abs(v)
-    overflow = buffer.overflow | _out_of_range(
-        _gradient_term_bound(grad, n, momentum_bits, radix_bits),
-        v_max, jnp.max(jnp.abs(jnp.asarray(alpha, jnp.float64))) * v_max,  # |dw|
-        _max_abs(w))
-    return ExactState(w, v, buffer), overflow
+    dw = _position_term(v, alpha)
+    w = state.w + _round(dw)
+    # |v - round(dv)| and |w + round(dw)| stay below 2^63 when each part is below 2^62, so the
+    # sums cannot wrap before they are checked.
+    bad = _out_of_range(dv, dw, v.astype(jnp.float64), w.astype(jnp.float64)) | buffer.overflow
+    return ExactState(w, v, buffer), bad
 
 
 def unstep_position(state: ExactState, alpha: jax.Array) -> ExactState:
@@ -141,13 +131,13 @@ def unstep_velocity(state: ExactState, grad: jax.Array, n: jax.Array, *, momentu
     """Undo the velocity update, given :math:`\\nabla L(w_t)` at the restored :math:`w_t`."""
     dv = _gradient_term(grad, n, momentum_bits, radix_bits)
     buffer, v = B.undecay(state.buffer, state.v + _round(dv), n, momentum_bits)
-    bad = _out_of_range(_gradient_term_bound(grad, n, momentum_bits, radix_bits))
-    return ExactState(state.w, v, buffer), bad | buffer.overflow
+    return ExactState(state.w, v, buffer), _out_of_range(dv) | buffer.overflow
 
 
 def unstep(state: ExactState, grad_fn, alpha, n, *, momentum_bits: int, radix_bits: int):
     """Both halves of the inverse of :func:`step`; ``grad_fn(w_t)`` gives :math:`\\nabla L(w_t)`
-    from the restored fixed-point weights. Returns the state at :math:`t`, the gradient, and a flag."""
+    from the restored fixed-point weights. Returns the state at :math:`t`, the gradient, and a mask
+    of overflowed entries (see :func:`step`)."""
     state = unstep_position(state, alpha)
     grad = grad_fn(state.w)
     state, bad = unstep_velocity(state, grad, n, momentum_bits=momentum_bits, radix_bits=radix_bits)

@@ -172,7 +172,17 @@ def reversible_hypergrad(loss: Callable, outer: Callable, params0: Any, hparams:
         config = (loss, outer, params0 if callable(params0) else None, num_steps, radix_bits,
                   momentum_bits, int(buffer_words))
         init = None if callable(params0) else params0
-        state, diverged, overflowed = _forward(config, hparams, init)
+        state, failed = _forward(config, hparams, init)
+        if isinstance(failed, jax.core.Tracer):
+            no_failure = (jnp.asarray(_checks.NO_DIVERGENCE, jnp.int32),) * 2
+            diverged, overflowed = jax.lax.cond(failed, lambda: _diagnose(config, hparams, init),
+                                                lambda: no_failure)
+        elif bool(failed):
+            diverged, overflowed = (int(x) for x in _diagnose(config, hparams, init))
+            if diverged == overflowed == _checks.NO_DIVERGENCE:  # the two sweeps disagree: a bug
+                raise RuntimeError("the forward sweep failed, but its per-step rerun found no failing step")
+        else:
+            diverged = overflowed = _checks.NO_DIVERGENCE
         _checks.raise_if_diverged(diverged, num_steps, "training loss or gradient")
         _raise_if_overflowed(overflowed, num_steps, radix_bits)
         return _reverse(config, hparams, init, state)
@@ -233,27 +243,49 @@ def _flat(tree) -> list:
     return [x.reshape(-1) for x in jax.tree.leaves(tree)]
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _forward(config, hparams, init):
+def _run_forward(config, hparams, init, *, per_step: bool):
+    """The forward sweep. Each exact step returns a mask of overflowed weights; ``per_step=False``
+    ORs the masks over the run and reduces once at the end (a reduction over every weight at every
+    step would cost as much as the integer step itself on a CPU), ``per_step=True`` reduces each
+    step's masks to name the first failing step (:func:`_diagnose`, run only after a failure)."""
     loss, outer, params0_fn, num_steps, radix_bits, momentum_bits, words = config
     problem = _setup(config, hparams, init)
     kw = dict(momentum_bits=momentum_bits, radix_bits=radix_bits)
     fixed = [E.to_fixed(x, radix_bits) for x in _flat(problem.params0)]
     states0 = [E.ExactState(w, jnp.zeros_like(w), B.empty(w.size, words)) for w, _ in fixed]
+    bad0 = functools.reduce(jnp.logical_or, [bad for _, bad in fixed])
 
-    def body(states, t):
+    def step(states, t):
         value, grads = jax.value_and_grad(loss)(_as_params(problem, states, radix_bits), hparams, t)
         alphas, gammas = _rates(hparams, problem, t)
         stepped = [E.step(s, g, a, E.momentum_numerator(m, momentum_bits), **kw)
                    for s, g, a, m in zip(states, _flat(grads), alphas, gammas)]
-        finite = jnp.isfinite(value) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in _flat(grads)]))
-        fits = ~jnp.any(jnp.stack([bad for _, bad in stepped]))
-        return [s for s, _ in stepped], (finite, fits)
+        return [s for s, _ in stepped], value, grads, [bad for _, bad in stepped]
 
     ts = jnp.arange(num_steps, dtype=jnp.int32)
-    states, (finite, fits) = jax.lax.scan(body, states0, ts)
-    fits = fits.at[0].set(fits[0] & ~jnp.any(jnp.stack([bad for _, bad in fixed])))
-    return states, _checks.first_nonfinite_step(finite, ts), _checks.first_nonfinite_step(fits, ts)
+    if per_step:
+        def body(states, t):
+            states, value, grads, bad = step(states, t)
+            finite = jnp.isfinite(value) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in _flat(grads)]))
+            return states, (finite, ~jnp.any(jnp.stack([jnp.any(m) for m in bad])))
+
+        _, (finite, fits) = jax.lax.scan(body, states0, ts)
+        fits = fits.at[0].set(fits[0] & ~bad0)
+        return _checks.first_nonfinite_step(finite, ts), _checks.first_nonfinite_step(fits, ts)
+
+    def body(carry, t):
+        states, finite, masks = carry
+        states, value, _, bad = step(states, t)
+        return (states, finite & jnp.isfinite(value), [m | b for m, b in zip(masks, bad)]), None
+
+    masks0 = [jnp.zeros(s.w.shape, bool) for s in states0]
+    (states, finite, masks), _ = jax.lax.scan(body, (states0, jnp.asarray(True), masks0), ts)
+    failed = ~finite | bad0 | jnp.any(jnp.stack([jnp.any(m) for m in masks]))
+    return states, failed
+
+
+_forward = jax.jit(functools.partial(_run_forward, per_step=False), static_argnums=0)
+_diagnose = jax.jit(functools.partial(_run_forward, per_step=True), static_argnums=0)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -269,7 +301,7 @@ def _reverse(config, hparams, init, final_states):
     def body(carry, t):
         states, w_bar, v_bar, h_bar = carry
         v_next = [as_float(s.v) for s in states]
-        (alphas, gammas), rates_vjp = jax.vjp(lambda h: _rates(h, problem, t), hparams)
+        alphas, gammas = _rates(hparams, problem, t)
         states = [E.unstep_position(s, a) for s, a in zip(states, alphas)]
         alpha_bar = [jnp.vdot(wb, v).astype(a.dtype) for wb, v, a in zip(w_bar, v_next, alphas)]
         alphas_, gammas_ = ([x.astype(problem.dtype) for x in xs] for xs in (alphas, gammas))
@@ -284,16 +316,20 @@ def _reverse(config, hparams, init, final_states):
         states = [E.unstep_velocity(s, g, E.momentum_numerator(m, momentum_bits), **kw)[0]
                   for s, g, m in zip(states, grads, gammas)]
         gamma_bar = [jnp.vdot(vb, as_float(s.v) + g).astype(m.dtype) for vb, s, g, m in zip(v_bar, states, grads, gammas)]
-        (h_rates,) = rates_vjp((alpha_bar, gamma_bar))
-        h_bar = jax.tree.map(jnp.add, h_bar, jax.tree.map(jnp.add, h_rates, mixed))
+        h_bar = jax.tree.map(jnp.add, h_bar, mixed)
         w_bar = [wb + hv for wb, hv in zip(w_bar, _flat(hvp))]
         v_bar = [m * vb for m, vb in zip(gammas_, v_bar)]
-        return (states, w_bar, v_bar, h_bar), None
+        return (states, w_bar, v_bar, h_bar), (alpha_bar, gamma_bar)
 
     w_bar0 = [x.astype(problem.dtype) for x in _flat(w_bar_tree)]
     carry0 = (final_states, w_bar0, [jnp.zeros_like(x) for x in w_bar0], h_bar)
     ts = jnp.arange(num_steps, dtype=jnp.int32)
-    (states, w_bar, _, h_bar), _ = jax.lax.scan(body, carry0, ts, reverse=True)
+    (states, w_bar, _, h_bar), rate_bars = jax.lax.scan(body, carry0, ts, reverse=True)
+    # The step sizes' and momenta's share, for all steps at once (per step it would cost O(T) each
+    # step for schedules): the adjoints of every step's rates, pulled back to the hyperparameters.
+    _, rates_vjp = jax.vjp(lambda h: jax.vmap(lambda t: _rates(h, problem, t))(ts), hparams)
+    (h_rates,) = rates_vjp(rate_bars)
+    h_bar = jax.tree.map(jnp.add, h_bar, h_rates)
     if params0_fn is not None:
         _, init_vjp = jax.vjp(lambda h: _flat(params0_fn(h)), hparams)
         (h_init,) = init_vjp(w_bar)
