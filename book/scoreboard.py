@@ -51,7 +51,8 @@ def render(records: list[dict]) -> str:
         "Every criterion each reproduction checks, with our number beside the paper's where the paper gives "
         "one, generated from `results/` (never typed by hand). "
         f"**{holding} of {total} criteria hold.** A notebook is shown at its `paper` preset where that run "
-        "exists, else at `smoke`.",
+        "exists, else at `smoke`. A *known gap* is a finding of the paper that our reproduction does not "
+        "show; the reason is given beside it.",
         "",
     ]
     for paper, recs in sorted(by_paper.items()):
@@ -69,6 +70,8 @@ def render(records: list[dict]) -> str:
             ]
             for c in r["criteria"]:
                 mark = "✅ yes" if c["holds"] else "❌ no"
+                if c.get("known_gap"):
+                    mark += f" (known gap: {c['known_gap']})"
                 ours = _fmt(c["ours"]) if "ours" in c else "–"
                 paper = "–"
                 if c.get("paper"):

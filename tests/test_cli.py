@@ -57,10 +57,12 @@ def test_preset_settings_and_results(tmp_path, monkeypatch):
     r = Results("demo", "smoke", paper="Someone 2020")
     r.metric("accuracy", 0.5)
     assert r.criterion("holds", True, "yes") and not r.criterion("fails", False, "no")
+    assert not r.criterion("gap", False, "no", known_gap="smaller data")
     import json
 
     record = json.loads(r.save().read_text())
     assert record["all_criteria_hold"] is False
+    assert [c.get("known_gap") for c in record["criteria"]] == [None, None, "smaller data"]
     assert record["provenance"]["git_commit"] and record["preset"] == "smoke"
 
 

@@ -100,6 +100,7 @@ def test_buffer_is_near_the_entropy_bound():
     bound = np.log2(1 / 0.9)
     assert bool(result.exact)
     assert float(result.bits_per_weight_per_step) <= 1.1 * bound + 0.01
+    assert type(result.buffer_capacity_bits) is int and result.buffer_capacity_bits >= float(result.buffer_bits)
 
 
 def test_momentum_outside_the_open_unit_interval_is_rejected():

@@ -122,7 +122,8 @@ def buffer_words_needed(hparams: ReversibleHparams, params: Any, num_steps: int,
     logits = [np.broadcast_to(np.asarray(leaf, np.float64), (num_steps,))
               for leaf in jax.tree.leaves(hparams.logit_momentum)]
     gammas = 1 / (1 + np.exp(-np.min(np.stack(logits), axis=0)))
-    n = np.asarray(E.momentum_numerator(gammas, momentum_bits))
+    with jax.enable_x64(True):  # also when called on its own, outside reversible_hypergrad
+        n = np.asarray(E.momentum_numerator(gammas, momentum_bits))
     return B.words_needed(B.step_bits(n, momentum_bits))
 
 
@@ -185,7 +186,8 @@ def reversible_hypergrad(loss: Callable, outer: Callable, params0: Any, hparams:
             diverged = overflowed = _checks.NO_DIVERGENCE
         _checks.raise_if_diverged(diverged, num_steps, "training loss or gradient")
         _raise_if_overflowed(overflowed, num_steps, radix_bits)
-        return _reverse(config, hparams, init, state)
+        result = _reverse(config, hparams, init, state)
+        return result._replace(buffer_capacity_bits=sum(8 * B.memory_bytes(s.buffer) for s in state))
 
 
 def _raise_if_overflowed(step, num_steps: int, radix_bits: int) -> None:
@@ -343,5 +345,5 @@ def _reverse(config, hparams, init, final_states):
     return ReversibleResult(
         value=value, grads=h_bar, final_params=final_params, buffer_bits=bits,
         bits_per_weight_per_step=bits / (num_weights * num_steps),
-        buffer_capacity_bits=sum(8 * B.memory_bytes(s.buffer) for s in final_states), exact=exact,
+        buffer_capacity_bits=0, exact=exact,  # set outside jit, where it stays a Python int
     )
