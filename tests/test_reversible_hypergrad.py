@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import hgrad
-from hgrad.reversible.hypergrad import (FixedPointOverflowError, ReversibleHparams, init_hparams,
+from hgrad.reversible.hypergrad import (FixedPointOverflowError, ReversibleHparams, buffer_words_needed, init_hparams,
                                         reversible_hypergrad)
 from helpers import central_difference, random_direction
 
@@ -127,3 +127,21 @@ def test_traced_momenta_need_an_explicit_buffer_size():
     h = _hparams()
     with pytest.raises(ValueError, match="pass buffer_words"):
         jax.jit(lambda hh: reversible_hypergrad(loss, outer, params0, hh, T, momentum_bits=K).value)(h)
+
+
+def test_under_jit_with_an_explicit_buffer_size():
+    h = _hparams()
+    words = buffer_words_needed(h, params0(h), T, K)
+    run = jax.jit(lambda hh, fn: reversible_hypergrad(fn, outer, params0, hh, T, momentum_bits=K,
+                                                       buffer_words=words)[:2], static_argnums=1)
+    eager = reversible_hypergrad(loss, outer, params0, h, T, momentum_bits=K)
+    value, grads = run(h, loss)
+    np.testing.assert_array_equal(value, eager.value)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(eager.grads)):
+        np.testing.assert_array_equal(a, b)
+
+    def bad_loss(params, hparams, t):  # the failure is found by the per-step rerun inside the jit
+        return loss(params, hparams, t) + jnp.where(t == 5, jnp.nan, 0.0)
+
+    with pytest.raises(Exception, match="step 5"):
+        jax.block_until_ready(run(h, bad_loss))

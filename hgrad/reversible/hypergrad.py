@@ -32,7 +32,6 @@ function of the hyperparameters: init scales).
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, Callable, NamedTuple
 
 import jax
