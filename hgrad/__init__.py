@@ -4,10 +4,12 @@ The core is :func:`hypergrad`, the gradient of a validation objective through an
 training loop, computed by a choice of method (:class:`Reverse`, :class:`Checkpointed`,
 :class:`Forward`, :class:`Truncated`), and :func:`rtho`, which tunes hyperparameters during a single
 training run. :func:`reversible_hypergrad` differentiates SGD with momentum by running it backwards
-exactly (:mod:`hgrad.reversible`). Ready-made inner loops live in :mod:`hgrad.dynamics`, models in
+exactly (:mod:`hgrad.reversible`). :mod:`hgrad.towers` holds optax optimizers that tune their own
+hyperparameters while they train (hypergradient descent, and towers of optimizers). Ready-made inner loops live in :mod:`hgrad.dynamics`, models in
 :mod:`hgrad.models`, datasets in :mod:`hgrad.data`.
 """
 
+from hgrad import towers
 from hgrad._checks import DivergenceError
 from hgrad.hypergrad import hypergrad, validate
 from hgrad.methods import Checkpointed, Forward, Method, Reverse, Truncated
@@ -31,5 +33,6 @@ __all__ = [
     "DivergenceError",
     "reversible_hypergrad",
     "FixedPointOverflowError",
+    "towers",
     "__version__",
 ]

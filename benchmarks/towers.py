@@ -1,0 +1,138 @@
+"""Hypergradient descent and optimizer towers: cost per training step against plain optax.
+
+Workloads (float32, mnist5k, mini-batches drawn in advance):
+  * Baydin et al.'s MNIST MLP: 784-1000-1000-10 ReLU, batch 128 (1.79M weights);
+  * Chandra et al.'s MNIST MLP: 784-128-10 tanh, batch 300 (102k weights).
+
+A training step is the gradient of the mini-batch cross-entropy, the optimizer's update and
+optax.apply_updates; 50 steps run in one jitted lax.scan per timing. Every variant of a workload is
+timed in turn (round-robin, median of the repeats), so a change in the machine's load hits all alike.
+
+Prints, per workload:
+  * SGD-HD / optax.sgd and Adam-HD / optax.adam (target <= 1.05);
+  * towers of height 0 (plain) to 5, SGD/SGD/... and Adam(lr, b1, b2)/SGD/...: the time per step,
+    and what each extra level adds as a fraction of the plain optimizer's step (target <= 0.10).
+
+Usage: python benchmarks/towers.py [--steps 50] [--repeats 9] [--max-height 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import hgrad.data
+import hgrad.towers as ht
+from workload import interleaved_times, xent
+
+WORKLOADS = {
+    "Baydin MLP 784-1000-1000-10 ReLU, batch 128": ((784, 1000, 1000, 10), jax.nn.relu, 128),
+    "Chandra MLP 784-128-10 tanh, batch 300": ((784, 128, 10), jnp.tanh, 300),
+}
+
+
+def init_mlp(sizes, seed=0):
+    rng = np.random.default_rng(seed)
+    return [
+        {"w": jnp.asarray(rng.normal(size=(m, n)) / np.sqrt(m), jnp.float32),
+         "b": jnp.zeros(n, jnp.float32)}
+        for m, n in zip(sizes[:-1], sizes[1:])
+    ]
+
+
+def mlp(params, x, activation):
+    for i, layer in enumerate(params):
+        x = x @ layer["w"] + layer["b"]
+        if i < len(params) - 1:
+            x = activation(x)
+    return x
+
+
+def trainer(tx, activation, xs, ys):
+    """A jitted function: ``len(xs)`` training steps of ``tx`` from ``params``."""
+
+    def loss(params, x, y):
+        return xent(mlp(params, x, activation), y)
+
+    def step(carry, batch):
+        params, state = carry
+        value, grads = jax.value_and_grad(loss)(params, *batch)
+        updates, state = tx.update(grads, state)
+        return (optax.apply_updates(params, updates), state), value
+
+    @jax.jit
+    def train(params):
+        (params, _), losses = jax.lax.scan(step, (params, tx.init(params)), (xs, ys))
+        return params, losses
+
+    return train
+
+
+def sgd_tower(height):
+    levels = [ht.sgd(0.01)] + [ht.sgd(1e-3) for _ in range(height)]
+    return ht.tower(*levels)
+
+
+def adam_tower(height):
+    bottom = ht.adam(1e-3, tune=("learning_rate", "b1", "b2"))
+    return ht.tower(bottom, *[ht.sgd(1e-6) for _ in range(height)]) if height else optax.adam(1e-3)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--max-height", type=int, default=5)
+    args = parser.parse_args()
+    print(f"jax {jax.__version__}, {jax.devices()[0].platform}, float32; {args.steps} steps per "
+          f"timing, median of {args.repeats}, interleaved")
+    data = hgrad.data.mnist5k()
+    rng = np.random.default_rng(0)
+    for title, (sizes, activation, batch) in WORKLOADS.items():
+        idx = rng.integers(0, len(data.y), size=(args.steps, batch))
+        xs, ys = jnp.asarray(data.x[idx]), jnp.asarray(data.y[idx])
+        params = init_mlp(sizes)
+        variants = {
+            "optax.sgd": optax.sgd(0.01),
+            "sgd_hd": ht.sgd_hd(0.01, 1e-3),
+            "optax.adam": optax.adam(1e-3),
+            "adam_hd": ht.adam_hd(1e-3, 1e-7),
+        }
+        for h in range(args.max_height + 1):
+            variants[f"sgd height {h}"] = optax.sgd(0.01) if h == 0 else sgd_tower(h)
+            variants[f"adam height {h}"] = adam_tower(h)
+        fns = {name: trainer(tx, activation, xs, ys) for name, tx in variants.items()}
+        for name, fn in fns.items():  # every variant trains without NaN
+            _, losses = fn(params)
+            if not np.all(np.isfinite(np.asarray(losses))):
+                raise FloatingPointError(f"{name} produced a non-finite loss")
+        times = interleaved_times(fns, (params,), repeats=args.repeats)
+        per_step = {name: t / args.steps * 1e3 for name, t in times.items()}
+        print(f"\n## {title}: {sum(x.size for x in jax.tree.leaves(params)):,} weights")
+        for hd, plain in (("sgd_hd", "optax.sgd"), ("adam_hd", "optax.adam")):
+            ratio = per_step[hd] / per_step[plain]
+            print(f"{hd:8s} / {plain:10s}: {per_step[hd]:7.3f} / {per_step[plain]:7.3f} ms per step"
+                  f" = {ratio:.3f}  (target <= 1.05: {'holds' if ratio <= 1.05 else 'NOT MET'})")
+        for kind in ("sgd", "adam"):
+            plain = per_step[f"{kind} height 0"]
+            print(f"{kind} towers (bottom {'SGD' if kind == 'sgd' else 'Adam(lr, b1, b2)'}, "
+                  f"SGD levels above): ms per step, and each level's cost / plain step")
+            worst = 0.0
+            for h in range(args.max_height + 1):
+                t = per_step[f"{kind} height {h}"]
+                extra = "" if h == 0 else (
+                    f"  +{(t - per_step[f'{kind} height {h - 1}']) / plain:+.3f}".replace("+-", "-")
+                    .replace("++", "+"))
+                if h:
+                    worst = max(worst, (t - per_step[f"{kind} height {h - 1}"]) / plain)
+                print(f"  height {h}: {t:7.3f} ms{extra}")
+            print(f"  largest cost of one level: {worst:.3f} of a plain step (target <= 0.10: "
+                  f"{'holds' if worst <= 0.10 else 'NOT MET'})")
+
+
+if __name__ == "__main__":
+    main()

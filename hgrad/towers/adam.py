@@ -1,0 +1,99 @@
+"""Adam as a tower level, differentiable in its learning rate and both decay rates."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from hgrad.towers.hyperparameter import check, positive, unit_interval
+from hgrad.towers.level import Level
+
+__all__ = ["adam", "AdamState", "safe_sqrt"]
+
+
+class AdamState(NamedTuple):
+    """The step count and the first and second moment estimates."""
+
+    count: jax.Array
+    mu: Any
+    nu: Any
+
+
+def safe_sqrt(x: jax.Array) -> jax.Array:
+    """``sqrt(x)`` for ``x >= 0`` whose derivative at 0 is 0 instead of infinity.
+
+    Adam's second moment is exactly 0 for a weight whose gradient has always been 0 (a dead unit,
+    an unused embedding). Its derivative with respect to ``b2`` is then 0 as well, and the chain
+    rule through ``sqrt`` gives ``inf * 0 = NaN``; Chandra et al. add a small constant to the
+    moment instead. Here the value is unchanged and the derivative at 0 is 0, the limit of the
+    true derivative of the update, which is identically 0 there.
+    """
+    positive_ = x > 0
+    return jnp.where(positive_, jnp.sqrt(jnp.where(positive_, x, 1)), 0)
+
+
+def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, *,
+         tune: Sequence[str] = ("learning_rate",)) -> Level:
+    r"""Adam as a tower level, with the same update as :func:`optax.adam`.
+
+    .. math::
+
+        m_t = (1-\beta_1) g_t + \beta_1 m_{t-1}, \quad
+        v_t = (1-\beta_2) g_t^2 + \beta_2 v_{t-1}, \quad
+        u_t = -\alpha\, \frac{m_t / (1-\beta_1^t)}{\sqrt{v_t / (1-\beta_2^t)} + \epsilon}
+
+    The square root is :func:`safe_sqrt`, so tuning ``b2`` gives no NaN where the second moment is
+    0. Tuning only the learning rate is Baydin et al.'s Adam-HD; tuning all three is Chandra et
+    al.'s hyperoptimizable Adam (whose moments, like here, are held fixed when differentiating).
+
+    Args:
+      learning_rate: ``alpha``; > 0 to be tuned, >= 0 otherwise.
+      b1, b2: decay rates in [0, 1) (in (0, 1) to be tuned).
+      eps: >= 0, added to the root of the second moment.
+      tune: any of ``"learning_rate"`` (stored as its log), ``"b1"``, ``"b2"`` (as logits).
+
+    Returns:
+      A :class:`~hgrad.towers.Level`.
+
+    References:
+      Kingma & Ba, *Adam*, ICLR 2015. Baydin et al., ICLR 2018. Chandra et al., *Gradient descent:
+      the ultimate optimizer*, NeurIPS 2022.
+    """
+    tune = tuple(tune)
+    unknown = set(tune) - {"learning_rate", "b1", "b2"}
+    if unknown:
+        raise ValueError(f"adam can tune 'learning_rate', 'b1' and 'b2', not {sorted(unknown)}")
+    hyper = {}
+    lr_spec = positive(learning_rate, "learning_rate")
+    if "learning_rate" in tune:
+        hyper["learning_rate"] = lr_spec
+    for name, value in (("b1", b1), ("b2", b2)):
+        spec = unit_interval(value, name)
+        if name in tune:
+            hyper[name] = spec
+    check(eps, "eps", lambda v: v >= 0, "finite and >= 0")
+
+    def init(params):
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        return AdamState(count=jnp.zeros([], jnp.int32), mu=zeros, nu=zeros)
+
+    def update(grads, state, values):
+        lr = values.get("learning_rate", learning_rate)
+        beta1, beta2 = values.get("b1", b1), values.get("b2", b2)
+        # 1 - beta as (1 - b) - (beta - b): exactly 1 - b, rounded once as optax rounds it,
+        # while beta is unchanged, so a tower with a zero hyper-step size equals optax.adam.
+        one_minus_b1, one_minus_b2 = (1 - b1) - (beta1 - b1), (1 - b2) - (beta2 - b2)
+        mu = jax.tree.map(lambda g, m: one_minus_b1 * g + beta1 * m, grads, state.mu)
+        nu = jax.tree.map(lambda g, v: one_minus_b2 * (g * g) + beta2 * v, grads, state.nu)
+        count = state.count + jnp.where(state.count < jnp.iinfo(jnp.int32).max, 1, 0)
+
+        def direction(m, v):
+            t = count.astype(m.dtype)
+            return (m / (1 - beta1**t)) / (safe_sqrt(v / (1 - beta2**t)) + eps)
+
+        updates = jax.tree.map(lambda m, v: -lr * direction(m, v), mu, nu)
+        return updates, AdamState(count=count, mu=mu, nu=nu)
+
+    return Level(init, update, hyper, "adam", proportional_to="learning_rate")

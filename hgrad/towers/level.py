@@ -1,0 +1,41 @@
+"""One optimizer of a tower, with the hyperparameters it lets a higher level tune as inputs.
+
+A :class:`Level` is an optax-style optimizer whose update also takes the current values of its
+tuned hyperparameters, so that a tower can differentiate the update with respect to them::
+
+    updates, state = level.update(grads, state, values)   # values: {"learning_rate": 0.01, ...}
+
+``level.hyperparameters`` names the tuned ones (:class:`~hgrad.towers.hyperparameter.Hyperparameter`
+values: kind and initial value); every other hyperparameter is a constant of the level. The update
+must be a pure, differentiable function of ``values``: :func:`hgrad.towers.tower` takes its
+forward-mode derivative. Write new levels like :func:`hgrad.towers.sgd` and :func:`hgrad.towers.adam`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, NamedTuple
+
+from hgrad.towers.hyperparameter import Hyperparameter
+
+__all__ = ["Level"]
+
+
+class Level(NamedTuple):
+    """An optimizer whose tuned hyperparameters are explicit inputs of its update.
+
+    Attributes:
+      init: ``params -> state``.
+      update: ``(grads, state, values) -> (updates, state)``; ``values`` maps each name in
+        ``hyperparameters`` to its current (constrained) value, a scalar array.
+      hyperparameters: the tuned hyperparameters, name -> :class:`Hyperparameter`.
+      name: a short label (``"sgd"``, ``"adam"``) for reprs and plots.
+      proportional_to: a positive tuned hyperparameter (the learning rate) to which the update is
+        proportional. Its derivative in log space is then the update itself, and the tower takes
+        it from there instead of from a forward-mode pass. ``None`` if there is none.
+    """
+
+    init: Callable[[Any], Any]
+    update: Callable[[Any, Any, Mapping[str, Any]], tuple[Any, Any]]
+    hyperparameters: Mapping[str, Hyperparameter]
+    name: str = "level"
+    proportional_to: str | None = None

@@ -1,0 +1,203 @@
+r"""Towers of optimizers: each level tunes the hyperparameters of the level below, online.
+
+Level 0 updates the model's weights; level ``k + 1`` updates the tuned hyperparameters of level
+``k`` (stored unconstrained); the top level's hyperparameters are constants. At step ``t``, with
+``G_0 = \nabla L(w_t)``, each level receives the derivative of the loss *after* the previous step
+with respect to the hyperparameters that step used:
+
+.. math::
+
+    G_{k+1} = \frac{\partial L(w_t)}{\partial h_k}
+            = \Big\langle G_k,\ \frac{\partial u_k^{(t-1)}}{\partial h_k} \Big\rangle ,
+
+where :math:`u_k^{(t-1)}` is the update level ``k`` applied at step ``t - 1`` (its optimizer state
+held fixed, as in Chandra et al. and Baydin et al.). For SGD this is Baydin et al.'s
+:math:`-\alpha\, g_t \cdot g_{t-1}` in log space. The levels then step from the top down, so each
+level uses the hyperparameters just updated above it, and level 0's update is returned.
+
+The derivative :math:`\partial u_k / \partial h_k` is taken in forward mode when ``u_k`` is
+computed (one tangent per tuned scalar, each shaped like level ``k``'s parameters) and kept in the
+state until the next gradient arrives. An SGD or Adam learning rate adds one weight-sized array to
+the state; each scalar level above it costs a handful of scalar operations.
+
+References:
+  Baydin, Cornish, Martinez Rubio, Schmidt, Wood. *Online learning rate adaptation with
+  hypergradient descent*, ICLR 2018.
+  Chandra, Xie, Ragan-Kelley, Meijer. *Gradient descent: the ultimate optimizer*, NeurIPS 2022.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from hgrad.towers.level import Level
+
+__all__ = ["tower", "TowerState", "LevelState", "hyperparameters"]
+
+
+class LevelState(NamedTuple):
+    """The state of one level.
+
+    Attributes:
+      params: the unconstrained tuned hyperparameters of this level (what the level above
+        optimizes): name -> scalar; empty at the top.
+      values: their current constrained values (learning rate, decay rates), for logging.
+      hypergrad: the derivative of the loss at this step's weights with respect to ``params``
+        as the previous step used them: what the level above received this step.
+      inner: this level's optimizer state.
+      tangents: the derivatives of this level's last update with respect to its tuned
+        hyperparameters, in the order of ``Level.hyperparameters``, each shaped like what this
+        level updates; ``None`` at the top.
+    """
+
+    params: dict
+    values: dict
+    hypergrad: dict
+    inner: Any
+    tangents: dict
+
+
+class TowerState(NamedTuple):
+    """The states of a tower's levels, bottom (the weights' optimizer) first."""
+
+    levels: tuple
+
+
+def _constrain(level: Level, params: dict) -> dict:
+    """The constrained values of the tuned hyperparameters in ``params`` (none at the top)."""
+    return {k: level.hyperparameters[k].constrain(v) for k, v in params.items()}
+
+
+def _step(level: Level, grads, inner, params: dict, *, tangents: bool):
+    """One update of ``level``; with ``tangents``, also its derivative w.r.t. each tuned scalar.
+
+    The derivatives are a tuple in the order of ``level.hyperparameters``, each shaped like the
+    update. That w.r.t. the log of a rate the update is proportional to is the update itself;
+    the others come from forward-mode passes (XLA merges their shared primal computation).
+    """
+
+    def run(p):
+        return level.update(grads, inner, _constrain(level, p))
+
+    updates, new_inner = run(params)
+    if not tangents:
+        return updates, new_inner, None
+    derivs = []
+    for name, h in level.hyperparameters.items():
+        if name == level.proportional_to and h.kind == "positive":
+            derivs.append(updates)  # d(x0 exp(u - u0) d)/du = the update
+            continue
+        basis = {k: jnp.ones_like(v) if k == name else jnp.zeros_like(v) for k, v in params.items()}
+        derivs.append(jax.jvp(lambda p: run(p)[0], (params,), (basis,))[1])
+    return updates, new_inner, tuple(derivs)
+
+
+def _contract(cotangent, tangents: tuple, names, dtype) -> dict:
+    """``{name: <cotangent, tangent>}`` for each tuned hyperparameter's tangent."""
+    c = jax.tree.leaves(cotangent)
+    return {n: sum(jnp.vdot(a, b) for a, b in zip(c, jax.tree.leaves(t))).astype(dtype)
+            for n, t in zip(names, tangents)}
+
+
+def tower(*levels: Level) -> optax.GradientTransformation:
+    r"""Stack optimizers: ``tower(adam(...), sgd(...), sgd(...))`` is Chandra et al.'s Adam/SGD/SGD.
+
+    Level 0 (the first argument) updates the weights; each further level tunes the
+    ``hyperparameters`` of the one below it; the top level's hyperparameters stay fixed. The
+    result is an :class:`optax.GradientTransformation`: it replaces ``optax.adam(1e-3)`` in any
+    training loop, works under :func:`jax.jit`, :func:`optax.inject_hyperparams` (for hyperparameters
+    that are not tuned) and :class:`flax.nnx.Optimizer`, and needs no ``params`` in ``update``.
+
+    A tower of one level is the plain optimizer; a tower whose top learning rate is 0 updates the
+    weights exactly as the plain bottom level does.
+
+    Args:
+      *levels: :class:`~hgrad.towers.Level` values, bottom first. Every level below the top must
+        tune at least one hyperparameter.
+
+    Returns:
+      An :class:`optax.GradientTransformation` with a :class:`TowerState`. The current
+      hyperparameters are in ``state.levels[k].values`` (see :func:`hyperparameters`).
+
+    Example:
+      >>> import jax.numpy as jnp, optax, hgrad.towers as ht
+      >>> tx = ht.tower(ht.sgd(0.1), ht.sgd(0.01))      # SGD-HD with hyper step size 0.01
+      >>> params = jnp.array([1.0, -2.0])
+      >>> state = tx.init(params)
+      >>> for _ in range(3):
+      ...     updates, state = tx.update(2 * params, state)
+      ...     params = optax.apply_updates(params, updates)
+      >>> bool(ht.hyperparameters(state)[0]["learning_rate"] > 0.1)
+      True
+    """
+    if not levels:
+        raise ValueError("tower() needs at least one level")
+    for k, level in enumerate(levels):
+        if not isinstance(level, Level):
+            raise TypeError(f"level {k} is a {type(level).__name__}, not an hgrad.towers.Level; "
+                            "build levels with hgrad.towers.sgd(...) or hgrad.towers.adam(...)")
+        if k < len(levels) - 1:
+            if not level.hyperparameters:
+                raise ValueError(f"level {k} ({level.name}) tunes no hyperparameter, so level "
+                                 f"{k + 1} would have nothing to optimize; give it tune=(...)")
+            for h in level.hyperparameters.values():
+                h.check_tunable(f"level {k} ({level.name})")
+    top = len(levels) - 1
+
+    def init(params):
+        leaves = jax.tree.leaves(params)
+        if not leaves or not all(jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) for x in leaves):
+            raise ValueError("the parameters must be a non-empty pytree of floating-point arrays")
+        dtype = jnp.result_type(*leaves)
+        states, below = [], params
+        for k, level in enumerate(levels):
+            tuned = level.hyperparameters if k < top else {}
+            hp = {n: h.unconstrained(dtype) for n, h in tuned.items()}
+            states.append(LevelState(
+                params=hp,
+                values={n: h.constrain(hp[n]) for n, h in tuned.items()},
+                hypergrad={n: jnp.zeros_like(v) for n, v in hp.items()},
+                inner=level.init(below),
+                tangents=tuple(jax.tree.map(jnp.zeros_like, below) for _ in tuned)
+                if tuned else None,
+            ))
+            below = hp
+        return TowerState(levels=tuple(states))
+
+    def update(updates, state, params=None):
+        del params
+        old = state.levels
+        dtype = jnp.result_type(*jax.tree.leaves(updates))
+        # Hypergradients, bottom up: what each level above receives.
+        grads = [updates]
+        for k in range(top):
+            grads.append(_contract(grads[k], old[k].tangents, list(levels[k].hyperparameters),
+                                   dtype))
+        # Steps, top down: each level uses the hyperparameters just set above it.
+        new = [None] * len(levels)
+        params_k = old[top].params  # empty: the top's hyperparameters are constants
+        for k in range(top, -1, -1):
+            level = levels[k]
+            upd, inner, tangents = _step(level, grads[k], old[k].inner, params_k,
+                                         tangents=k < top)
+            new[k] = LevelState(params=params_k, values=_constrain(level, params_k),
+                                hypergrad=grads[k + 1] if k < top else {}, inner=inner,
+                                tangents=tangents)
+            if k > 0:
+                below = levels[k - 1]
+                params_k = {n: below.hyperparameters[n].project(old[k - 1].params[n] + upd[n])
+                            for n in old[k - 1].params}
+            else:
+                out = upd
+        return out, TowerState(levels=tuple(new))
+
+    return optax.GradientTransformation(init, update)
+
+
+def hyperparameters(state: TowerState) -> list[dict]:
+    """The current tuned hyperparameters of each level below the top, bottom first."""
+    return [dict(s.values) for s in state.levels[:-1]]

@@ -1,0 +1,323 @@
+"""Hypergradient descent and optimizer towers (hgrad.towers).
+
+The hypergradient each level receives is checked against central finite differences of the loss
+after the step, in float64, for every tuned hyperparameter of every level; a tower whose top step
+size is zero must equal the plain optax optimizer bit for bit; and the transformations must behave
+like optax's own (jit without recompilation, inject_hyperparams, flax nnx).
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import hgrad.towers as ht
+from hgrad.towers.level import Level
+from tests.helpers import fd_epsilon
+
+# A smooth, non-quadratic loss with a pytree of weights.
+_A = jnp.asarray(np.random.default_rng(0).normal(size=(7, 3)))
+_B = jnp.asarray(np.random.default_rng(1).normal(size=(7,)))
+
+
+def loss(params):
+    r = _A @ params["w"] + params["b"] - _B
+    return jnp.sum(jnp.log(jnp.cosh(r))) + 0.05 * jnp.sum(params["w"] ** 4)
+
+
+def params0(dtype=jnp.float64):
+    return {"w": jnp.asarray([0.3, -0.2, 0.5], dtype), "b": jnp.asarray(0.1, dtype)}
+
+
+def run(tx, params, num_steps, state=None):
+    """``num_steps`` steps of ``tx`` on :func:`loss`; returns the params and state after them."""
+    state = tx.init(params) if state is None else state
+    update = jax.jit(tx.update)
+    for _ in range(num_steps):
+        updates, state = update(jax.grad(loss)(params), state)
+        params = optax.apply_updates(params, updates)
+    return params, state
+
+
+def shifted(level: Level, name: str, eps: float) -> Level:
+    """``level`` whose update of the hyperparameter ``name`` below it is shifted by ``eps``."""
+
+    def update(grads, state, values):
+        updates, state = level.update(grads, state, values)
+        return {**updates, name: updates[name] + eps}, state
+
+    return level._replace(update=update)
+
+
+def loss_after_step(levels, k, name, eps, params, state):
+    """The loss after one step from ``(params, state)`` with level ``k``'s ``name`` moved by eps."""
+    levels = list(levels)
+    levels[k + 1] = shifted(levels[k + 1], name, eps)
+    tx = ht.tower(*levels)
+    updates, _ = tx.update(jax.grad(loss)(params), state)
+    return loss(optax.apply_updates(params, updates))
+
+
+TOWERS = {
+    "sgd/sgd": (ht.sgd(0.05), ht.sgd(0.02)),
+    "sgdn/sgd (lr, momentum)": (
+        ht.sgd(0.05, momentum=0.8, nesterov=True, tune=("learning_rate", "momentum")),
+        ht.sgd(0.01),
+    ),
+    "adam(lr, b1, b2)/adam/sgd": (
+        ht.adam(0.05, b1=0.8, b2=0.9, tune=("learning_rate", "b1", "b2")),
+        ht.adam(0.01),
+        ht.sgd(0.001),
+    ),
+    "sgd/sgd/sgd/sgd": (ht.sgd(0.05), ht.sgd(0.5), ht.sgd(0.5), ht.sgd(0.5)),
+    "sgd(momentum)/adam(lr, b1)/sgd": (
+        ht.sgd(0.05, momentum=0.5),
+        ht.adam(0.01, tune=("learning_rate", "b1")),
+        ht.sgd(0.003),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(TOWERS))
+def test_each_level_receives_the_derivative_of_the_loss_after_the_step(name):
+    levels = TOWERS[name]
+    tx = ht.tower(*levels)
+    params, state = run(tx, params0(), 4)  # state before step t - 1 = 4
+    updates, after = tx.update(jax.grad(loss)(params), state)  # step t - 1
+    params_t = optax.apply_updates(params, updates)
+    _, received = tx.update(jax.grad(loss)(params_t), after)  # step t: hypergradients arrive
+    eps = fd_epsilon()
+    checked = 0
+    for k in range(len(levels) - 1):
+        for hp, got in received.levels[k].hypergrad.items():
+            fd = (loss_after_step(levels, k, hp, eps, params, state)
+                  - loss_after_step(levels, k, hp, -eps, params, state)) / (2 * eps)
+            assert abs(float(fd)) > 1e-6, (k, hp, fd)  # the check must be able to fail
+            np.testing.assert_allclose(float(got), float(fd), rtol=1e-6, err_msg=f"level {k} {hp}")
+            checked += 1
+    assert checked == sum(len(lv.hyperparameters) for lv in levels[:-1])
+
+
+def test_sgd_hd_hypergradient_is_baydins_dot_product_in_log_space():
+    # d L(w_t) / d log(alpha) = -alpha_{t-1} g_t . g_{t-1} (Baydin et al. 2018, Sec. 2, in log space)
+    tx = ht.sgd_hd(0.05, 0.02)
+    params, state = run(tx, params0(), 3)
+    g_prev = jax.grad(loss)(params)
+    updates, state = tx.update(g_prev, state)
+    alpha = ht.hyperparameters(state)[0]["learning_rate"]
+    params = optax.apply_updates(params, updates)
+    g = jax.grad(loss)(params)
+    _, state = tx.update(g, state)
+    dot = sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_prev)))
+    np.testing.assert_allclose(float(state.levels[0].hypergrad["learning_rate"]),
+                               float(-alpha * dot), rtol=1e-12)
+
+
+PLAIN = {
+    "sgd/sgd(0)": (ht.tower(ht.sgd(0.1), ht.sgd(0.0)), optax.sgd(0.1)),
+    "sgd_hd(beta=0)": (ht.sgd_hd(0.1, 0.0), optax.sgd(0.1)),
+    "sgdn_hd(beta=0)": (ht.sgdn_hd(0.1, 0.0), optax.sgd(0.1, momentum=0.9, nesterov=True)),
+    "sgd(lr, momentum)/sgd(0)": (
+        ht.tower(ht.sgd(0.1, 0.9, tune=("learning_rate", "momentum")), ht.sgd(0.0)),
+        optax.sgd(0.1, momentum=0.9),
+    ),
+    "adam_hd(beta=0)": (ht.adam_hd(1e-3, 0.0), ht.tower(ht.adam(1e-3))),
+    "adam(lr, b1, b2)/sgd(0)": (
+        ht.tower(ht.adam(1e-3, tune=("learning_rate", "b1", "b2")), ht.sgd(0.0)),
+        ht.tower(ht.adam(1e-3)),
+    ),
+}
+
+
+def updates_of(tx, dtype, num_steps=25):
+    """The updates of ``tx`` along its own run from fixed weights, with one row never updated."""
+    rng = np.random.default_rng(3)
+    p = {"w": jnp.asarray(rng.normal(size=(5, 4)), dtype), "b": jnp.zeros(4, dtype)}
+    state, update, out = tx.init(p), jax.jit(tx.update), []
+    for t in range(num_steps):
+        g = jax.tree.map(lambda x: jnp.sin(3.0 * x + t) + 0.1 * t, p)
+        g["w"] = g["w"].at[0].set(0.0)  # a row that never gets a gradient
+        u, state = update(g, state)
+        out.append(u)
+        p = optax.apply_updates(p, u)
+    return out
+
+
+# float32 runs as users run it, without x64 (with x64 on, optax computes Adam's bias correction
+# in float64 from Python floats); optax.adam also mixes int32 and float scalars, which the strict
+# promotion of these tests rejects.
+def _as_users_run(dtype):
+    return jax.enable_x64(dtype == jnp.float64), jax.numpy_dtype_promotion("standard")
+
+
+@pytest.mark.parametrize("name", list(PLAIN))
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_a_tower_with_zero_hyper_step_size_is_the_plain_optimizer_bit_for_bit(name, dtype):
+    # The plain optimizer is optax's for SGD; for Adam it is hgrad's one-level Adam, which
+    # matches optax.adam to rounding (next test): XLA compiles the two programs' divisions and
+    # square roots into different fusions, and their results can differ in the last bit.
+    tx, plain = PLAIN[name]
+    x64, promotion = _as_users_run(dtype)
+    with x64, promotion:
+        got, want = updates_of(tx, dtype), updates_of(plain, dtype)
+    for u, v in zip(got, want):
+        for a, b in zip(jax.tree.leaves(u), jax.tree.leaves(v)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("dtype, rtol", [(jnp.float32, 1e-6), (jnp.float64, 1e-14)])
+def test_adam_level_matches_optax_adam(dtype, rtol):
+    x64, promotion = _as_users_run(dtype)
+    with x64, promotion:
+        got, want = updates_of(ht.tower(ht.adam(1e-3)), dtype), updates_of(optax.adam(1e-3), dtype)
+    for u, v in zip(got, want):
+        for a, b in zip(jax.tree.leaves(u), jax.tree.leaves(v)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=0)
+
+
+def test_jit_does_not_recompile():
+    tx = ht.tower(ht.adam(1e-3, tune=("learning_rate", "b1")), ht.sgd(1e-2), ht.sgd(1e-3))
+    params = params0()
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    for _ in range(3):
+        updates, state = update(jax.grad(loss)(params), state)
+        params = optax.apply_updates(params, updates)
+    assert update._cache_size() == 1
+
+
+def test_inject_hyperparams():
+    injected = optax.inject_hyperparams(ht.sgd_hd)(learning_rate=0.05, hyper_learning_rate=0.02)
+    p_inj, s_inj = run(injected, params0(), 6)
+    p_ref, s_ref = run(ht.sgd_hd(0.05, 0.02), params0(), 6)
+    np.testing.assert_allclose(np.asarray(p_inj["w"]), np.asarray(p_ref["w"]), rtol=1e-12)
+    lr_inj = ht.hyperparameters(s_inj.inner_state)[0]["learning_rate"]
+    assert float(lr_inj) == pytest.approx(float(ht.hyperparameters(s_ref)[0]["learning_rate"]),
+                                          rel=1e-12)
+    assert float(lr_inj) != pytest.approx(0.05, rel=1e-6)  # it did adapt
+    # the hyper step size is a hyperparameter an outer loop may change: 0 freezes the rate
+    s_inj.hyperparams["hyper_learning_rate"] = jnp.zeros_like(s_inj.hyperparams["hyper_learning_rate"])
+    _, s_frozen = run(injected, p_inj, 3, s_inj)
+    assert float(ht.hyperparameters(s_frozen.inner_state)[0]["learning_rate"]) == float(lr_inj)
+
+
+def test_flax_nnx_optimizer_trains_like_the_functional_loop():
+    x = jnp.asarray(np.random.default_rng(4).normal(size=(32, 6)))
+    y = jnp.asarray(np.random.default_rng(5).integers(0, 3, size=32))
+
+    def xent(logits):
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
+
+    def linear():
+        return nnx.Linear(6, 3, param_dtype=jnp.float64, rngs=nnx.Rngs(0))
+
+    tx = ht.adam_hd(0.05, 1e-2)
+    graphdef, params = nnx.split(linear(), nnx.Param)  # the functional loop: pure pytrees
+
+    def pure_loss(p):
+        return xent(nnx.merge(graphdef, p)(x))
+
+    initial_loss = float(pure_loss(params))
+    state = tx.init(params)
+    for _ in range(8):
+        updates, state = tx.update(jax.grad(pure_loss)(params), state)
+        params = optax.apply_updates(params, updates)
+
+    model = linear()  # the nnx loop: a module updated in place by nnx.Optimizer
+    opt = nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+    @nnx.jit
+    def nnx_step(model, opt):
+        opt.update(model, nnx.grad(lambda m: xent(m(x)))(model))
+
+    for _ in range(8):
+        nnx_step(model, opt)
+    for a, b in zip(jax.tree.leaves(nnx.state(model, nnx.Param)), jax.tree.leaves(params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12)
+    assert float(pure_loss(params)) < initial_loss
+
+
+@pytest.mark.parametrize("hyper_lr", [1e6, 1e12, 1e30])
+def test_learning_rate_stays_positive_under_huge_hyper_step_sizes(hyper_lr):
+    # Above the stable step size consecutive gradients point against each other, so the
+    # hypergradient pushes the rate down; Baydin et al.'s additive rule would make it negative.
+    tx = ht.sgd_hd(1.5, hyper_lr)
+    params, state = {"w": jnp.asarray([1.0, -2.0]), "b": jnp.asarray(0.5)}, None
+    quad = lambda p: jnp.sum(p["w"] ** 2) + p["b"] ** 2  # noqa: E731
+    state = tx.init(params)
+    rates = []
+    for _ in range(10):
+        updates, state = tx.update(jax.grad(quad)(params), state)
+        params = optax.apply_updates(params, updates)
+        rates.append(float(ht.hyperparameters(state)[0]["learning_rate"]))
+    assert all(r > 0 and math.isfinite(r) for r in rates), rates
+    assert min(rates) < 1e-3  # it was pushed down hard, and stayed positive
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
+
+
+def test_learning_rate_stays_finite_when_pushed_up():
+    tx = ht.sgd_hd(1e-4, 1e30)
+    params = {"w": jnp.asarray([1.0, -2.0]), "b": jnp.asarray(0.5)}
+    state = tx.init(params)
+    for _ in range(2):  # the second step sees two aligned gradients
+        updates, state = tx.update(jax.grad(lambda p: jnp.sum(p["w"] ** 2) + p["b"] ** 2)(params),
+                                   state)
+        params = optax.apply_updates(params, updates)
+    lr = float(ht.hyperparameters(state)[0]["learning_rate"])
+    assert 1e-4 < lr < float(jnp.finfo(jnp.float64).max)
+
+
+def test_adam_tuning_b2_gives_no_nan_where_the_second_moment_is_zero():
+    tx = ht.tower(ht.adam(1e-2, tune=("learning_rate", "b1", "b2")), ht.adam(1e-2), ht.sgd(1e-3))
+    params = {"w": jnp.ones(4), "dead": jnp.ones(3)}  # "dead" never gets a gradient
+    state = tx.init(params)
+    for t in range(6):
+        grads = {"w": jnp.cos(params["w"] * (t + 1)), "dead": jnp.zeros(3)}
+        updates, state = tx.update(grads, state)
+        params = optax.apply_updates(params, updates)
+    for leaf in jax.tree.leaves(state):
+        assert np.isfinite(np.asarray(leaf)).all()
+    assert float(state.levels[0].hypergrad["b2"]) != 0.0
+    np.testing.assert_array_equal(np.asarray(params["dead"]), np.ones(3))
+
+
+def test_safe_sqrt_value_and_derivative():
+    x = jnp.asarray([0.0, 0.25, 4.0])
+    np.testing.assert_array_equal(np.asarray(ht.safe_sqrt(x)), np.sqrt(np.asarray(x)))
+    d = jax.vmap(jax.grad(ht.safe_sqrt))(x)
+    np.testing.assert_allclose(np.asarray(d), [0.0, 1.0, 0.25])
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: ht.sgd(0.1, momentum=1.0), r"momentum must be in \[0, 1\)"),
+        (lambda: ht.sgd(0.1, momentum=-0.1), r"momentum must be in \[0, 1\)"),
+        (lambda: ht.sgd(-0.1), "learning_rate must be finite and >= 0"),
+        (lambda: ht.sgd(float("nan")), "learning_rate must be finite and >= 0"),
+        (lambda: ht.adam(1e-3, b2=1.0), r"b2 must be in \[0, 1\)"),
+        (lambda: ht.adam(1e-3, eps=-1.0), "eps must be finite and >= 0"),
+        (lambda: ht.sgd(0.1, tune=("lr",)), "sgd can tune 'learning_rate' and 'momentum'"),
+        (lambda: ht.adam(0.1, tune=("beta1",)), "adam can tune 'learning_rate', 'b1' and 'b2'"),
+        (lambda: ht.sgd(0.1, tune=("momentum",)), "momentum is None"),
+        (lambda: ht.sgd(0.1, nesterov=True), "nesterov=True needs a momentum"),
+        (lambda: ht.tower(ht.sgd(0.0), ht.sgd(0.1)), r"level 0 \(sgd\): learning_rate must be > 0"),
+        (lambda: ht.tower(ht.sgd(0.1, 0.0, tune=("momentum",)), ht.sgd(0.1)),
+         r"momentum must be in \(0, 1\) to be tuned"),
+        (lambda: ht.tower(ht.sgd(0.1, tune=()), ht.sgd(0.1)), "level 0 \\(sgd\\) tunes no"),
+        (lambda: ht.tower(optax.sgd(0.1), ht.sgd(0.1)), "not an hgrad.towers.Level"),
+        (lambda: ht.tower(), "at least one level"),
+    ],
+)
+def test_bad_input_is_a_clear_error(make, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        make()
+
+
+def test_integer_params_are_a_clear_error():
+    with pytest.raises(ValueError, match="floating-point"):
+        ht.sgd_hd(0.1, 0.01).init({"w": jnp.arange(3)})
