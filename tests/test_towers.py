@@ -321,3 +321,16 @@ def test_bad_input_is_a_clear_error(make, message):
 def test_integer_params_are_a_clear_error():
     with pytest.raises(ValueError, match="floating-point"):
         ht.sgd_hd(0.1, 0.01).init({"w": jnp.arange(3)})
+
+
+def test_adams_hand_written_tangents_equal_forward_mode():
+    by_hand = ht.tower(ht.adam(0.05, b1=0.8, b2=0.9, tune=("learning_rate", "b1", "b2")),
+                       ht.sgd(0.01))
+    adam = ht.adam(0.05, b1=0.8, b2=0.9, tune=("learning_rate", "b1", "b2"))
+    forward = ht.tower(adam._replace(tangents=None), ht.sgd(0.01))
+    _, s_hand = run(by_hand, params0(), 5)
+    _, s_fwd = run(forward, params0(), 5)
+    for a, b in zip(jax.tree.leaves(s_hand.levels[0].tangents),
+                    jax.tree.leaves(s_fwd.levels[0].tangents)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-14)
+    assert float(jnp.abs(s_hand.levels[0].tangents[1]["w"]).max()) > 0

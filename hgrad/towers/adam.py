@@ -79,8 +79,7 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
         zeros = jax.tree.map(jnp.zeros_like, params)
         return AdamState(count=jnp.zeros([], jnp.int32), mu=zeros, nu=zeros)
 
-    def update(grads, state, values):
-        lr = values.get("learning_rate", learning_rate)
+    def moments(grads, state, values):
         beta1, beta2 = values.get("b1", b1), values.get("b2", b2)
         # 1 - beta as (1 - b) - (beta - b): exactly 1 - b, rounded once as optax rounds it,
         # while beta is unchanged, so a tower with a zero hyper-step size equals optax.adam.
@@ -88,6 +87,11 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
         mu = jax.tree.map(lambda g, m: one_minus_b1 * g + beta1 * m, grads, state.mu)
         nu = jax.tree.map(lambda g, v: one_minus_b2 * (g * g) + beta2 * v, grads, state.nu)
         count = state.count + jnp.where(state.count < jnp.iinfo(jnp.int32).max, 1, 0)
+        return beta1, beta2, mu, nu, count
+
+    def update(grads, state, values):
+        lr = values.get("learning_rate", learning_rate)
+        beta1, beta2, mu, nu, count = moments(grads, state, values)
 
         def direction(m, v):
             t = count.astype(m.dtype)
@@ -96,4 +100,42 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
         updates = jax.tree.map(lambda m, v: -lr * direction(m, v), mu, nu)
         return updates, AdamState(count=count, mu=mu, nu=nu)
 
-    return Level(init, update, hyper, "adam", proportional_to="learning_rate")
+    def tangents(grads, state, values):
+        r"""d(update)/d(b1) and d(update)/d(b2), by hand: one elementwise pass for both.
+
+        With :math:`c_i = 1 - \beta_i^t`, :math:`\hat m = m / c_1`, :math:`s = \sqrt{v / c_2}`:
+        :math:`\partial\hat m/\partial\beta_1 = (m_{t-1} - g)/c_1 + t\beta_1^{t-1} m / c_1^2`,
+        :math:`\partial s/\partial\beta_2 = ((v_{t-1} - g^2)/c_2 + t\beta_2^{t-1} v/c_2^2)/(2s)`
+        (0 where s = 0), :math:`\partial u/\partial\beta_1 = -\alpha\,(\partial\hat m/
+        \partial\beta_1)/(s+\epsilon)`, :math:`\partial u/\partial\beta_2 = \alpha\hat m\,
+        (\partial s/\partial\beta_2)/(s+\epsilon)^2`.
+        """
+        lr = values.get("learning_rate", learning_rate)
+        beta1, beta2, mu, nu, count = moments(grads, state, values)
+        out = {}
+
+        def common(m, v):
+            t = count.astype(m.dtype)
+            c1, c2 = 1 - beta1**t, 1 - beta2**t
+            s = safe_sqrt(v / c2)
+            return t, c1, c2, s
+
+        if "b1" in hyper:
+            def d_b1(g, m0, m, v):
+                t, c1, _, s = common(m, v)
+                dm = (m0 - g) / c1 + t * beta1 ** (t - 1) * m / (c1 * c1)
+                return -lr * dm / (s + eps)
+
+            out["b1"] = jax.tree.map(d_b1, grads, state.mu, mu, nu)
+        if "b2" in hyper:
+            def d_b2(g, v0, m, v):
+                t, c1, c2, s = common(m, v)
+                dv = (v0 - g * g) / c2 + t * beta2 ** (t - 1) * v / (c2 * c2)
+                ds = jnp.where(s > 0, dv / (2 * jnp.where(s > 0, s, 1)), 0)
+                return lr * (m / c1) * ds / ((s + eps) * (s + eps))
+
+            out["b2"] = jax.tree.map(d_b2, grads, state.nu, mu, nu)
+        return out
+
+    return Level(init, update, hyper, "adam", proportional_to="learning_rate",
+                 tangents=tangents)

@@ -32,6 +32,9 @@ class Level(NamedTuple):
       proportional_to: a positive tuned hyperparameter (the learning rate) to which the update is
         proportional. Its derivative in log space is then the update itself, and the tower takes
         it from there instead of from a forward-mode pass. ``None`` if there is none.
+      tangents: optional ``(grads, state, values) -> {name: d(update)/d(value)}``, the derivatives
+        of the update with respect to (constrained) tuned hyperparameters, written by hand so that
+        they cost one fused pass; the tower differentiates the others in forward mode.
     """
 
     init: Callable[[Any], Any]
@@ -39,3 +42,4 @@ class Level(NamedTuple):
     hyperparameters: Mapping[str, Hyperparameter]
     name: str = "level"
     proportional_to: str | None = None
+    tangents: Callable[[Any, Any, Mapping[str, Any]], Mapping[str, Any]] | None = None

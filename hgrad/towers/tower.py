@@ -77,7 +77,7 @@ def _step(level: Level, grads, inner, params: dict, *, tangents: bool):
 
     The derivatives are a tuple in the order of ``level.hyperparameters``, each shaped like the
     update. That w.r.t. the log of a rate the update is proportional to is the update itself;
-    the others come from forward-mode passes (XLA merges their shared primal computation).
+    the level's own ``tangents`` give others by hand; the rest come from forward-mode passes.
     """
 
     def run(p):
@@ -86,13 +86,19 @@ def _step(level: Level, grads, inner, params: dict, *, tangents: bool):
     updates, new_inner = run(params)
     if not tangents:
         return updates, new_inner, None
+    by_hand = {} if level.tangents is None else level.tangents(grads, inner,
+                                                               _constrain(level, params))
     derivs = []
     for name, h in level.hyperparameters.items():
         if name == level.proportional_to and h.kind == "positive":
             derivs.append(updates)  # d(x0 exp(u - u0) d)/du = the update
-            continue
-        basis = {k: jnp.ones_like(v) if k == name else jnp.zeros_like(v) for k, v in params.items()}
-        derivs.append(jax.jvp(lambda p: run(p)[0], (params,), (basis,))[1])
+        elif name in by_hand:  # d(update)/d(value) times d(value)/du
+            scale = jax.jvp(h.constrain, (params[name],), (jnp.ones_like(params[name]),))[1]
+            derivs.append(jax.tree.map(lambda d: scale * d, by_hand[name]))
+        else:
+            basis = {k: jnp.ones_like(v) if k == name else jnp.zeros_like(v)
+                     for k, v in params.items()}
+            derivs.append(jax.jvp(lambda p: run(p)[0], (params,), (basis,))[1])
     return updates, new_inner, tuple(derivs)
 
 
