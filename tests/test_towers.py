@@ -74,6 +74,15 @@ TOWERS = {
         ht.sgd(0.001),
     ),
     "sgd/sgd/sgd/sgd": (ht.sgd(0.05), ht.sgd(0.5), ht.sgd(0.5), ht.sgd(0.5)),
+    "linear: sgd(lr, momentum)/sgd": (
+        ht.sgd(0.05, momentum=0.6, tune=("learning_rate", "momentum"), storage="linear"),
+        ht.sgd(0.01),
+    ),
+    "linear: adam(lr, b1, b2)/sgd(lr)/sgd": (
+        ht.adam(0.05, b1=0.8, b2=0.9, tune=("learning_rate", "b1", "b2"), storage="linear"),
+        ht.sgd(0.01, storage="linear"),
+        ht.sgd(0.001),
+    ),
     "sgd(momentum)/adam(lr, b1)/sgd": (
         ht.sgd(0.05, momentum=0.5),
         ht.adam(0.01, tune=("learning_rate", "b1")),
@@ -126,6 +135,9 @@ PLAIN = {
         optax.sgd(0.1, momentum=0.9),
     ),
     "adam_hd(beta=0)": (ht.adam_hd(1e-3, 0.0), ht.tower(ht.adam(1e-3))),
+    "linear: sgdn_hd(beta=0)": (ht.sgdn_hd(0.1, 0.0, storage="linear"),
+                                optax.sgd(0.1, momentum=0.9, nesterov=True)),
+
     "adam(lr, b1, b2)/sgd(0)": (
         ht.tower(ht.adam(1e-3, tune=("learning_rate", "b1", "b2")), ht.sgd(0.0)),
         ht.tower(ht.adam(1e-3)),
@@ -169,11 +181,18 @@ def test_a_tower_with_zero_hyper_step_size_is_the_plain_optimizer_bit_for_bit(na
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-@pytest.mark.parametrize("dtype, rtol", [(jnp.float32, 1e-6), (jnp.float64, 1e-14)])
-def test_adam_level_matches_optax_adam(dtype, rtol):
+@pytest.mark.parametrize("tx, dtype, rtol", [
+    (ht.tower(ht.adam(1e-3)), jnp.float32, 1e-6),
+    (ht.tower(ht.adam(1e-3)), jnp.float64, 1e-14),
+    # linear storage differentiates the learning rate in forward mode, a different XLA program
+    # whose last-bit differences Adam's normalization carries from step to step: float64 only
+    (ht.tower(ht.adam(1e-3, tune=("learning_rate", "b1", "b2"), storage="linear"), ht.sgd(0.0)),
+     jnp.float64, 1e-12),
+], ids=["adam-float32", "adam-float64", "linear adam(lr, b1, b2)/sgd(0)-float64"])
+def test_adam_level_matches_optax_adam_to_rounding(tx, dtype, rtol):
     x64, promotion = _as_users_run(dtype)
     with x64, promotion:
-        got, want = updates_of(ht.tower(ht.adam(1e-3)), dtype), updates_of(optax.adam(1e-3), dtype)
+        got, want = updates_of(tx, dtype), updates_of(optax.adam(1e-3), dtype)
     for u, v in zip(got, want):
         for a, b in zip(jax.tree.leaves(u), jax.tree.leaves(v)):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=0)
@@ -334,3 +353,37 @@ def test_adams_hand_written_tangents_equal_forward_mode():
                     jax.tree.leaves(s_fwd.levels[0].tangents)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-14)
     assert float(jnp.abs(s_hand.levels[0].tangents[1]["w"]).max()) > 0
+
+
+def test_linear_storage_is_baydins_additive_rule_kept_nonnegative():
+    # alpha_t = alpha_{t-1} + beta g_t . g_{t-1} (Baydin et al. 2018, Eq. for SGD-HD)
+    beta = 0.02
+    tx = ht.sgd_hd(0.05, beta, storage="linear")
+    params, state = run(tx, params0(), 3)
+    g_prev = jax.grad(loss)(params)
+    updates, state = tx.update(g_prev, state)
+    alpha = float(ht.hyperparameters(state)[0]["learning_rate"])
+    params = optax.apply_updates(params, updates)
+    g = jax.grad(loss)(params)
+    _, state = tx.update(g, state)
+    dot = float(sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_prev))))
+    assert float(ht.hyperparameters(state)[0]["learning_rate"]) == pytest.approx(
+        alpha + beta * dot, rel=1e-12)
+    # a huge beta on an oscillating problem would make the original rule's rate negative
+    tx = ht.sgd_hd(1.5, 1e6, storage="linear")
+    quad = lambda p: jnp.sum(p["w"] ** 2) + p["b"] ** 2  # noqa: E731
+    params, state = {"w": jnp.asarray([1.0, -2.0]), "b": jnp.asarray(0.5)}, None
+    state = tx.init(params)
+    rates = []
+    for _ in range(5):
+        updates, state = tx.update(jax.grad(quad)(params), state)
+        params = optax.apply_updates(params, updates)
+        rates.append(float(ht.hyperparameters(state)[0]["learning_rate"]))
+    assert min(rates) == 0.0 and all(r >= 0 for r in rates)
+
+
+def test_unknown_storage_is_a_clear_error():
+    with pytest.raises(ValueError, match="storage must be"):
+        ht.sgd(0.1, storage="log")
+    with pytest.raises(ValueError, match="storage must be"):
+        ht.adam(0.1, storage="tanh")

@@ -35,7 +35,7 @@ def safe_sqrt(x: jax.Array) -> jax.Array:
 
 
 def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, *,
-         tune: Sequence[str] = ("learning_rate",)) -> Level:
+         tune: Sequence[str] = ("learning_rate",), storage: str = "unconstrained") -> Level:
     r"""Adam as a tower level, with the same update as :func:`optax.adam`.
 
     .. math::
@@ -53,6 +53,8 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
       b1, b2: decay rates in [0, 1) (in (0, 1) to be tuned).
       eps: >= 0, added to the root of the second moment.
       tune: any of ``"learning_rate"`` (stored as its log), ``"b1"``, ``"b2"`` (as logits).
+      storage: ``"unconstrained"`` (log, logits) or ``"linear"``: the learning rate as it is
+        (projected to stay >= 0) and b1, b2 as ``atanh(2b - 1)``, as in Chandra et al.'s code.
 
     Returns:
       A :class:`~hgrad.towers.Level`.
@@ -66,11 +68,13 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
     if unknown:
         raise ValueError(f"adam can tune 'learning_rate', 'b1' and 'b2', not {sorted(unknown)}")
     hyper = {}
-    lr_spec = positive(learning_rate, "learning_rate")
+    if storage not in ("unconstrained", "linear"):
+        raise ValueError(f"storage must be 'unconstrained' or 'linear', got {storage!r}")
+    lr_spec = positive(learning_rate, "learning_rate", storage)
     if "learning_rate" in tune:
         hyper["learning_rate"] = lr_spec
     for name, value in (("b1", b1), ("b2", b2)):
-        spec = unit_interval(value, name)
+        spec = unit_interval(value, name, "tanh" if storage == "linear" else storage)
         if name in tune:
             hyper[name] = spec
     check(eps, "eps", lambda v: v >= 0, "finite and >= 0")

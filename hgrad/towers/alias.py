@@ -12,7 +12,8 @@ __all__ = ["sgd_hd", "sgdn_hd", "adam_hd"]
 
 
 def sgd_hd(learning_rate: float, hyper_learning_rate: float, momentum: float | None = None,
-           nesterov: bool = False) -> optax.GradientTransformation:
+           nesterov: bool = False, *, storage: str = "unconstrained"
+           ) -> optax.GradientTransformation:
     r"""SGD-HD: SGD whose log learning rate follows plain SGD on its hypergradient.
 
     .. math::
@@ -28,18 +29,21 @@ def sgd_hd(learning_rate: float, hyper_learning_rate: float, momentum: float | N
       learning_rate: the initial learning rate ``alpha_0`` > 0.
       hyper_learning_rate: ``beta`` >= 0, the step size on ``log alpha`` (0: plain SGD, exactly).
       momentum, nesterov: as in :func:`optax.sgd` (SGDN-HD: ``momentum=0.9, nesterov=True``).
+      storage: ``"unconstrained"`` (log alpha) or ``"linear"``: Baydin et al.'s additive rule,
+        with ``hyper_learning_rate`` their ``beta`` (hgrad keeps alpha >= 0).
     """
-    return tower(sgd(learning_rate, momentum, nesterov), sgd(hyper_learning_rate, tune=()))
+    return tower(sgd(learning_rate, momentum, nesterov, storage=storage),
+                 sgd(hyper_learning_rate, tune=()))
 
 
-def sgdn_hd(learning_rate: float, hyper_learning_rate: float,
-            momentum: float = 0.9) -> optax.GradientTransformation:
+def sgdn_hd(learning_rate: float, hyper_learning_rate: float, momentum: float = 0.9, *,
+            storage: str = "unconstrained") -> optax.GradientTransformation:
     """SGDN-HD: :func:`sgd_hd` with Nesterov momentum (Baydin et al.'s default ``momentum=0.9``)."""
-    return sgd_hd(learning_rate, hyper_learning_rate, momentum, nesterov=True)
+    return sgd_hd(learning_rate, hyper_learning_rate, momentum, nesterov=True, storage=storage)
 
 
 def adam_hd(learning_rate: float, hyper_learning_rate: float, b1: float = 0.9, b2: float = 0.999,
-            eps: float = 1e-8) -> optax.GradientTransformation:
+            eps: float = 1e-8, *, storage: str = "unconstrained") -> optax.GradientTransformation:
     """Adam-HD: Adam whose log learning rate follows plain SGD on its hypergradient.
 
     The hypergradient of ``log alpha`` is ``g_t . u_{t-1}``, the current gradient against the
@@ -49,5 +53,7 @@ def adam_hd(learning_rate: float, hyper_learning_rate: float, b1: float = 0.9, b
       learning_rate: the initial learning rate ``alpha_0`` > 0.
       hyper_learning_rate: ``beta`` >= 0, the step size on ``log alpha``.
       b1, b2, eps: as in :func:`optax.adam` (fixed).
+      storage: ``"unconstrained"`` (log alpha) or ``"linear"`` (Baydin et al.'s additive rule).
     """
-    return tower(adam(learning_rate, b1, b2, eps), sgd(hyper_learning_rate, tune=()))
+    return tower(adam(learning_rate, b1, b2, eps, storage=storage),
+                 sgd(hyper_learning_rate, tune=()))

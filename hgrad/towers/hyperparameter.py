@@ -11,7 +11,10 @@ optimizer exactly)::
     learning rate:  x = x0 * exp(u - log x0)                         u = log x
     decay rate:     x = x0 + (sigmoid(u) - sigmoid(logit x0))        u = logit x
 
-Both have the derivative of ``exp(u)`` and ``sigmoid(u)``. After each hyper-step the stored value
+Both have the derivative of ``exp(u)`` and ``sigmoid(u)``. For reproducing the original papers,
+``storage="linear"`` keeps a value as it is (their code's parametrization; hgrad still projects
+it back into the domain, so a learning rate never turns negative) and ``storage="tanh"`` keeps a
+decay rate as ``atanh(2b - 1)``, as Chandra et al.'s code does. After each hyper-step the stored value
 is projected onto a window in which the constrained value is finite and inside its domain in the
 working precision (:func:`project`).
 """
@@ -24,20 +27,34 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Hyperparameter", "positive", "unit_interval", "check"]
+__all__ = ["Hyperparameter", "positive", "unit_interval", "check", "STORAGES"]
 
-_KINDS = ("positive", "unit_interval")
+STORAGES = ("unconstrained", "linear", "tanh")
 
 
 class Hyperparameter(NamedTuple):
-    """A tunable hyperparameter: its kind (``"positive"`` or ``"unit_interval"``), initial value, name."""
+    """A tunable hyperparameter: kind, initial value, name, and how it is stored.
+
+    Attributes:
+      kind: ``"positive"`` (a learning rate) or ``"unit_interval"`` (a decay rate in [0, 1)).
+      initial: its initial value ``x0``.
+      name: for error messages.
+      storage: ``"unconstrained"`` (the default: log of a rate, logit of a decay rate),
+        ``"linear"`` (the value itself, as the original papers' code stores learning rates and
+        Chandra et al.'s SGD momentum; projected back into the domain after each hyper-step), or
+        ``"tanh"`` (a decay rate as ``x`` with ``b = (1 + tanh x) / 2``, as Chandra et al.'s code
+        stores Adam's b1 and b2: half the logit).
+    """
 
     kind: str
     initial: Any
     name: str = "hyperparameter"
+    storage: str = "unconstrained"
 
     def check_tunable(self, where: str) -> None:
-        """Raise a clear error if the initial value has no finite log (logit)."""
+        """Raise a clear error if the initial value cannot be stored (log or logit of 0)."""
+        if self.storage == "linear":
+            return
         if self.kind == "positive":
             check(self.initial, f"{where}: {self.name}", lambda v: v > 0,
                   "> 0 to be tuned (it is stored as its log)")
@@ -46,54 +63,73 @@ class Hyperparameter(NamedTuple):
                   "in (0, 1) to be tuned (it is stored as its logit; 0 has none)")
 
     def unconstrained(self, dtype) -> jax.Array:
-        """The stored value of the initial hyperparameter: ``log x0`` or ``logit x0``."""
+        """The stored value of the initial hyperparameter (``log x0``, ``logit x0``, ...)."""
         x0 = jnp.asarray(self.initial, dtype)
+        if self.storage == "linear":
+            return x0
         if self.kind == "positive":
             return jnp.log(x0)
-        return jnp.log(x0) - jnp.log1p(-x0)
+        logit = jnp.log(x0) - jnp.log1p(-x0)
+        return logit / 2 if self.storage == "tanh" else logit
 
     def constrain(self, u: jax.Array) -> jax.Array:
         """The hyperparameter's value for the stored value ``u`` (exactly ``x0`` at ``u = u0``)."""
+        if self.storage == "linear":
+            return u
         u0 = self.unconstrained(u.dtype)
         x0 = jnp.asarray(self.initial, u.dtype)
         if self.kind == "positive":
             return x0 * jnp.exp(u - u0)
-        x = x0 + (jax.nn.sigmoid(u) - jax.nn.sigmoid(u0))
+        squash = (lambda v: (1 + jnp.tanh(v)) / 2) if self.storage == "tanh" else jax.nn.sigmoid
+        x = x0 + (squash(u) - squash(u0))
         return jnp.clip(x, 0, 1 - jnp.finfo(u.dtype).eps)
 
     def project(self, u: jax.Array) -> jax.Array:
         """``u`` clipped to the window where :meth:`constrain` is finite and inside the domain.
 
+        Linear storage: the value is clipped into [0, max / 1000] for a rate (so it never turns
+        negative, unlike the original code's) and [0, 1 - eps] for a decay rate.
         Learning rate: from ``e`` times the smallest normal float to a thousandth of the largest,
         with ``exp(u - u0)`` inside the same range, so the rate stays positive (subnormals, which
         CPUs may flush to zero, are avoided) and finite. Decay rate: ``|u| <= log(1/eps) - 1``, so
         the rate stays below 1 and bias corrections ``1 / (1 - x^t)`` stay finite.
         """
         info = jnp.finfo(u.dtype)
+        if self.storage == "linear":  # the value itself: back into the domain
+            hi = float(info.max) / 1e3 if self.kind == "positive" else 1 - float(info.eps)
+            return jnp.clip(u, 0, hi)
         if self.kind == "positive":
             u0 = self.unconstrained(u.dtype)
             lo = math.log(float(info.tiny)) + 1 + jnp.maximum(u0, 0)
             hi = math.log(float(info.max)) - math.log(1e3) + jnp.minimum(u0, 0)
         else:
             hi = math.log(1 / float(info.eps)) - 1
+            hi = hi / 2 if self.storage == "tanh" else hi
             lo = -hi
         return jnp.clip(u, lo, hi)
 
 
-def positive(value: Any, name: str) -> Hyperparameter:
+def positive(value: Any, name: str, storage: str = "unconstrained") -> Hyperparameter:
     """A learning rate that a higher level may tune (stored as its log); checks ``value >= 0``.
 
     A rate of 0 is allowed for the top of a tower (nothing tunes it there); :func:`tower` asks
     for a positive one below the top (:meth:`Hyperparameter.check_tunable`).
     """
     check(value, name, lambda v: v >= 0 and math.isfinite(v), "finite and >= 0")
-    return Hyperparameter("positive", value, name)
+    _check_storage(storage, ("unconstrained", "linear"))
+    return Hyperparameter("positive", value, name, storage)
 
 
-def unit_interval(value: Any, name: str) -> Hyperparameter:
+def unit_interval(value: Any, name: str, storage: str = "unconstrained") -> Hyperparameter:
     """A decay rate that a higher level may tune (stored as its logit); checks ``0 <= value < 1``."""
     check(value, name, lambda v: 0 <= v < 1, "in [0, 1)")
-    return Hyperparameter("unit_interval", value, name)
+    _check_storage(storage, STORAGES)
+    return Hyperparameter("unit_interval", value, name, storage)
+
+
+def _check_storage(storage: str, allowed) -> None:
+    if storage not in allowed:
+        raise ValueError(f"storage must be one of {', '.join(map(repr, allowed))}, got {storage!r}")
 
 
 def check(value: Any, name: str, ok, what: str) -> None:

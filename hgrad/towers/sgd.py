@@ -20,7 +20,7 @@ class SGDState(NamedTuple):
 
 
 def sgd(learning_rate: float, momentum: float | None = None, nesterov: bool = False, *,
-        tune: Sequence[str] = ("learning_rate",)) -> Level:
+        tune: Sequence[str] = ("learning_rate",), storage: str = "unconstrained") -> Level:
     r"""SGD as a tower level, with the same update as :func:`optax.sgd`.
 
     .. math::
@@ -39,6 +39,8 @@ def sgd(learning_rate: float, momentum: float | None = None, nesterov: bool = Fa
       nesterov: use Nesterov momentum (Baydin et al.'s SGDN).
       tune: the hyperparameters a higher level tunes: any of ``"learning_rate"`` (stored as its
         log) and ``"momentum"`` (as its logit; needs ``0 < momentum < 1``). Ignored at the top.
+      storage: ``"unconstrained"`` (log, logit) or ``"linear"``: both stored as they are, as in
+        Baydin et al.'s and Chandra et al.'s code (projected to stay >= 0, and < 1 for momentum).
 
     Returns:
       A :class:`~hgrad.towers.Level`.
@@ -55,11 +57,11 @@ def sgd(learning_rate: float, momentum: float | None = None, nesterov: bool = Fa
     if nesterov and momentum is None:
         raise ValueError("nesterov=True needs a momentum")
     hyper = {}
-    lr_spec = positive(learning_rate, "learning_rate")
+    lr_spec = positive(learning_rate, "learning_rate", storage)
     if "learning_rate" in tune:
         hyper["learning_rate"] = lr_spec
     if momentum is not None:
-        mu_spec = unit_interval(momentum, "momentum")
+        mu_spec = unit_interval(momentum, "momentum", storage)
         if "momentum" in tune:
             hyper["momentum"] = mu_spec
 

@@ -90,7 +90,7 @@ def _step(level: Level, grads, inner, params: dict, *, tangents: bool):
                                                                _constrain(level, params))
     derivs = []
     for name, h in level.hyperparameters.items():
-        if name == level.proportional_to and h.kind == "positive":
+        if name == level.proportional_to and (h.kind, h.storage) == ("positive", "unconstrained"):
             derivs.append(updates)  # d(x0 exp(u - u0) d)/du = the update
         elif name in by_hand:  # d(update)/d(value) times d(value)/du
             scale = jax.jvp(h.constrain, (params[name],), (jnp.ones_like(params[name]),))[1]
