@@ -260,19 +260,23 @@ def test_flax_nnx_optimizer_trains_like_the_functional_loop():
     assert float(pure_loss(params)) < initial_loss
 
 
+def rates_on_a_quadratic(tx, num_steps):
+    """The learning rate after each of ``num_steps`` steps of ``tx`` on a quadratic, and the weights."""
+    params = {"w": jnp.asarray([1.0, -2.0]), "b": jnp.asarray(0.5)}
+    state, rates = tx.init(params), []
+    for _ in range(num_steps):
+        grads = jax.grad(lambda p: jnp.sum(p["w"] ** 2) + p["b"] ** 2)(params)
+        updates, state = tx.update(grads, state)
+        params = optax.apply_updates(params, updates)
+        rates.append(float(ht.hyperparameters(state)[0]["learning_rate"]))
+    return rates, params
+
+
 @pytest.mark.parametrize("hyper_lr", [1e6, 1e12, 1e30])
 def test_learning_rate_stays_positive_under_huge_hyper_step_sizes(hyper_lr):
     # Above the stable step size consecutive gradients point against each other, so the
     # hypergradient pushes the rate down; Baydin et al.'s additive rule would make it negative.
-    tx = ht.sgd_hd(1.5, hyper_lr)
-    params, state = {"w": jnp.asarray([1.0, -2.0]), "b": jnp.asarray(0.5)}, None
-    quad = lambda p: jnp.sum(p["w"] ** 2) + p["b"] ** 2  # noqa: E731
-    state = tx.init(params)
-    rates = []
-    for _ in range(10):
-        updates, state = tx.update(jax.grad(quad)(params), state)
-        params = optax.apply_updates(params, updates)
-        rates.append(float(ht.hyperparameters(state)[0]["learning_rate"]))
+    rates, params = rates_on_a_quadratic(ht.sgd_hd(1.5, hyper_lr), 10)
     assert all(r > 0 and math.isfinite(r) for r in rates), rates
     assert min(rates) < 1e-3  # it was pushed down hard, and stayed positive
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
@@ -370,15 +374,7 @@ def test_linear_storage_is_baydins_additive_rule_kept_nonnegative():
     assert float(ht.hyperparameters(state)[0]["learning_rate"]) == pytest.approx(
         alpha + beta * dot, rel=1e-12)
     # a huge beta on an oscillating problem would make the original rule's rate negative
-    tx = ht.sgd_hd(1.5, 1e6, storage="linear")
-    quad = lambda p: jnp.sum(p["w"] ** 2) + p["b"] ** 2  # noqa: E731
-    params, state = {"w": jnp.asarray([1.0, -2.0]), "b": jnp.asarray(0.5)}, None
-    state = tx.init(params)
-    rates = []
-    for _ in range(5):
-        updates, state = tx.update(jax.grad(quad)(params), state)
-        params = optax.apply_updates(params, updates)
-        rates.append(float(ht.hyperparameters(state)[0]["learning_rate"]))
+    rates, _ = rates_on_a_quadratic(ht.sgd_hd(1.5, 1e6, storage="linear"), 5)
     assert min(rates) == 0.0 and all(r >= 0 for r in rates)
 
 
