@@ -5,8 +5,8 @@ training loop, computed by a choice of method (:class:`Reverse`, :class:`Checkpo
 :class:`Forward`, :class:`Truncated`), and :func:`rtho`, which tunes hyperparameters during a single
 training run. :func:`reversible_hypergrad` differentiates SGD with momentum by running it backwards
 exactly (:mod:`hgrad.reversible`). :mod:`hgrad.towers` holds optax optimizers that tune their own
-hyperparameters while they train (hypergradient descent, and towers of optimizers). Ready-made inner loops live in :mod:`hgrad.dynamics`, models in
-:mod:`hgrad.models`, datasets in :mod:`hgrad.data`.
+hyperparameters while they train (hypergradient descent, and towers of optimizers). Ready-made inner
+loops live in :mod:`hgrad.dynamics`, models in :mod:`hgrad.models`, datasets in :mod:`hgrad.data`.
 """
 
 from hgrad import towers

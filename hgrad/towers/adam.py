@@ -68,8 +68,6 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
     if unknown:
         raise ValueError(f"adam can tune 'learning_rate', 'b1' and 'b2', not {sorted(unknown)}")
     hyper = {}
-    if storage not in ("unconstrained", "linear"):
-        raise ValueError(f"storage must be 'unconstrained' or 'linear', got {storage!r}")
     lr_spec = positive(learning_rate, "learning_rate", storage)
     if "learning_rate" in tune:
         hyper["learning_rate"] = lr_spec

@@ -58,7 +58,7 @@ class LevelState(NamedTuple):
     values: dict
     hypergrad: dict
     inner: Any
-    tangents: dict
+    tangents: tuple | None
 
 
 class TowerState(NamedTuple):
@@ -73,7 +73,8 @@ def _constrain(level: Level, params: dict) -> dict:
 
 
 def _step(level: Level, grads, inner, params: dict, *, tangents: bool):
-    """One update of ``level``; with ``tangents``, also its derivative w.r.t. each tuned scalar.
+    """One update of ``level`` and the hyperparameter values it used; with ``tangents``, also the
+    update's derivative w.r.t. each tuned scalar.
 
     The derivatives are a tuple in the order of ``level.hyperparameters``, each shaped like the
     update. That w.r.t. the log of a rate the update is proportional to is the update itself;
@@ -83,11 +84,11 @@ def _step(level: Level, grads, inner, params: dict, *, tangents: bool):
     def run(p):
         return level.update(grads, inner, _constrain(level, p))
 
-    updates, new_inner = run(params)
+    values = _constrain(level, params)
+    updates, new_inner = level.update(grads, inner, values)
     if not tangents:
-        return updates, new_inner, None
-    by_hand = {} if level.tangents is None else level.tangents(grads, inner,
-                                                               _constrain(level, params))
+        return updates, new_inner, values, None
+    by_hand = {} if level.tangents is None else level.tangents(grads, inner, values)
     derivs = []
     for name, h in level.hyperparameters.items():
         if name == level.proportional_to and (h.kind, h.storage) == ("positive", "unconstrained"):
@@ -99,7 +100,7 @@ def _step(level: Level, grads, inner, params: dict, *, tangents: bool):
             basis = {k: jnp.ones_like(v) if k == name else jnp.zeros_like(v)
                      for k, v in params.items()}
             derivs.append(jax.jvp(lambda p: run(p)[0], (params,), (basis,))[1])
-    return updates, new_inner, tuple(derivs)
+    return updates, new_inner, values, tuple(derivs)
 
 
 def _contract(cotangent, tangents: tuple, names, dtype) -> dict:
@@ -188,9 +189,9 @@ def tower(*levels: Level) -> optax.GradientTransformation:
         params_k = old[top].params  # empty: the top's hyperparameters are constants
         for k in range(top, -1, -1):
             level = levels[k]
-            upd, inner, tangents = _step(level, grads[k], old[k].inner, params_k,
-                                         tangents=k < top)
-            new[k] = LevelState(params=params_k, values=_constrain(level, params_k),
+            upd, inner, values, tangents = _step(level, grads[k], old[k].inner, params_k,
+                                                 tangents=k < top)
+            new[k] = LevelState(params=params_k, values=values,
                                 hypergrad=grads[k + 1] if k < top else {}, inner=inner,
                                 tangents=tangents)
             if k > 0:
