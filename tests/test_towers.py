@@ -83,6 +83,17 @@ TOWERS = {
         ht.sgd(0.01, storage="linear"),
         ht.sgd(0.001),
     ),
+    "adam(lr, b1, b2)/sgd_per_hyperparameter/sgd": (
+        ht.adam(0.05, b1=0.8, b2=0.9, tune=("learning_rate", "b1", "b2")),
+        ht.sgd_per_hyperparameter({"learning_rate": 0.01, "b1": 0.3, "b2": 0.1}),
+        ht.sgd(0.001),
+    ),
+    "linear: adam(lr, b1, b2)/sgd_per_hyperparameter(lr, b1)/sgd": (
+        ht.adam(0.05, b1=0.8, b2=0.9, tune=("learning_rate", "b1", "b2"), storage="linear"),
+        ht.sgd_per_hyperparameter({"learning_rate": 0.01, "b1": 0.03, "b2": 0.02},
+                                  tune=("learning_rate", "b1"), storage="linear"),
+        ht.sgd(0.001),
+    ),
     "sgd(momentum)/adam(lr, b1)/sgd": (
         ht.sgd(0.05, momentum=0.5),
         ht.adam(0.01, tune=("learning_rate", "b1")),
@@ -334,6 +345,13 @@ def test_safe_sqrt_value_and_derivative():
         (lambda: ht.tower(ht.sgd(0.1, tune=()), ht.sgd(0.1)), "level 0 \\(sgd\\) tunes no"),
         (lambda: ht.tower(optax.sgd(0.1), ht.sgd(0.1)), "not an hgrad.towers.Level"),
         (lambda: ht.tower(), "at least one level"),
+        (lambda: ht.sgd_per_hyperparameter({}), "at least one step size"),
+        (lambda: ht.sgd_per_hyperparameter({"learning_rate": 0.1}, tune=("b1",)),
+         r"tune names \['b1'\], which have no step size"),
+        (lambda: ht.sgd_per_hyperparameter({"b1": -0.1}), "learning_rate_b1 must be finite and >= 0"),
+        (lambda: ht.tower(ht.adam(0.1, tune=("learning_rate", "b1")),
+                          ht.sgd_per_hyperparameter({"learning_rate": 0.0, "b1": 0.1}), ht.sgd(0.1)),
+         "learning_rate_learning_rate must be > 0"),
     ],
 )
 def test_bad_input_is_a_clear_error(make, message):
@@ -382,3 +400,30 @@ def test_unknown_storage_is_a_clear_error():
         ht.sgd(0.1, storage="log")
     with pytest.raises(ValueError, match="storage must be"):
         ht.adam(0.1, storage="tanh")
+
+
+def test_sgd_per_hyperparameter_with_equal_step_sizes_is_sgd():
+    adam = ht.adam(0.05, b1=0.8, b2=0.9, tune=("learning_rate", "b1", "b2"))
+    p_one, s_one = run(ht.tower(adam, ht.sgd(0.01)), params0(), 6)
+    p_each, _ = run(ht.tower(adam, ht.sgd_per_hyperparameter(dict.fromkeys(adam.hyperparameters, 0.01))),
+                    params0(), 6)
+    for a, b in zip(jax.tree.leaves(p_one), jax.tree.leaves(p_each)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert float(jnp.abs(s_one.levels[0].params["b1"] - s_one.levels[0].params["b2"])) > 0
+
+
+def test_sgd_per_hyperparameter_tunes_each_step_size_on_its_own():
+    adam = ht.adam(0.05, b1=0.8, b2=0.9, tune=("learning_rate", "b1", "b2"))
+    _, state = run(ht.tower(adam, ht.sgd_per_hyperparameter(dict.fromkeys(adam.hyperparameters, 0.01)),
+                            ht.sgd(0.001)), params0(), 6)
+    rates = ht.hyperparameters(state)[1]
+    assert set(rates) == {"learning_rate_learning_rate", "learning_rate_b1", "learning_rate_b2"}
+    assert len({float(v) for v in rates.values()}) == 3
+
+
+def test_sgd_per_hyperparameter_names_a_mismatch_with_the_level_below():
+    tx = ht.tower(ht.adam(0.05, tune=("learning_rate", "b1")),
+                  ht.sgd_per_hyperparameter({"learning_rate": 0.01, "b2": 0.01}))
+    with pytest.raises(ValueError, match=r"step sizes for \['b2', 'learning_rate'\], but the level "
+                                         r"below tunes \['b1', 'learning_rate'\]"):
+        tx.update(jax.grad(loss)(params0()), tx.init(params0()))

@@ -1,7 +1,7 @@
 """Optimizers that tune their own hyperparameters while they train, stacked to any height.
 
 Every optimizer here is an :class:`optax.GradientTransformation`. :func:`tower` stacks
-:class:`Level` optimizers (:func:`sgd`, :func:`adam`): level ``k + 1`` runs gradient descent on the
+:class:`Level` optimizers (:func:`sgd`, :func:`adam`, :func:`sgd_per_hyperparameter`): level ``k + 1`` runs gradient descent on the
 hyperparameters of level ``k``, from the derivative of the loss after each step with respect to the
 hyperparameters that step used (Chandra et al. 2022). :func:`sgd_hd`, :func:`sgdn_hd` and
 :func:`adam_hd` are Baydin et al. 2018's hypergradient-descent optimizers, two-level towers. Tuned
@@ -16,6 +16,7 @@ from hgrad.towers.adam import AdamState, adam, safe_sqrt
 from hgrad.towers.alias import adam_hd, sgd_hd, sgdn_hd
 from hgrad.towers.hyperparameter import Hyperparameter
 from hgrad.towers.level import Level
+from hgrad.towers.per_hyperparameter import sgd_per_hyperparameter
 from hgrad.towers.sgd import SGDState, sgd
 from hgrad.towers.tower import LevelState, TowerState, hyperparameters, tower
 
@@ -24,6 +25,7 @@ __all__ = [
     "Level",
     "sgd",
     "adam",
+    "sgd_per_hyperparameter",
     "sgd_hd",
     "sgdn_hd",
     "adam_hd",
