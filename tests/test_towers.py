@@ -427,3 +427,14 @@ def test_sgd_per_hyperparameter_names_a_mismatch_with_the_level_below():
     with pytest.raises(ValueError, match=r"step sizes for \['b2', 'learning_rate'\], but the level "
                                          r"below tunes \['b1', 'learning_rate'\]"):
         tx.update(jax.grad(loss)(params0()), tx.init(params0()))
+
+
+@pytest.mark.parametrize("tx", [ht.adam_hd(0.05, 0.01), ht.sgd_hd(0.05, 0.01, momentum=0.5),
+                                ht.adam_hd(0.05, 0.01, storage="linear")],
+                         ids=["adam_hd", "sgd_hd(momentum)", "adam_hd linear"])
+def test_a_rebuilt_learning_rate_derivative_keeps_no_array_and_starts_at_zero(tx):
+    # Adam's and momentum SGD's update is -lr * D with D in their state: nothing weight-sized is kept
+    state = tx.init(params0())
+    assert state.levels[0].tangents == (None,)
+    _, state = tx.update(jax.grad(loss)(params0()), state)  # D of the initial state is 0, not 0/0
+    assert float(state.levels[0].hypergrad["learning_rate"]) == 0.0

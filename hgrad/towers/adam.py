@@ -91,16 +91,21 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
         count = state.count + jnp.where(state.count < jnp.iinfo(jnp.int32).max, 1, 0)
         return beta1, beta2, mu, nu, count
 
+    def corrected(m, v, count, beta1, beta2):
+        t = count.astype(m.dtype)
+        return (m / (1 - beta1**t)) / (safe_sqrt(v / (1 - beta2**t)) + eps)
+
     def update(grads, state, values):
         lr = values.get("learning_rate", learning_rate)
         beta1, beta2, mu, nu, count = moments(grads, state, values)
-
-        def direction(m, v):
-            t = count.astype(m.dtype)
-            return (m / (1 - beta1**t)) / (safe_sqrt(v / (1 - beta2**t)) + eps)
-
-        updates = jax.tree.map(lambda m, v: -lr * direction(m, v), mu, nu)
+        updates = jax.tree.map(lambda m, v: -lr * corrected(m, v, count, beta1, beta2), mu, nu)
         return updates, AdamState(count=count, mu=mu, nu=nu)
+
+    def direction(state, values):
+        """The last update over -lr, from the moments it left (0 before the first step)."""
+        beta1, beta2 = values.get("b1", b1), values.get("b2", b2)
+        count = jnp.maximum(state.count, 1)  # at init mu = nu = 0: the direction is 0, not 0/0
+        return jax.tree.map(lambda m, v: corrected(m, v, count, beta1, beta2), state.mu, state.nu)
 
     def tangents(grads, state, values):
         r"""d(update)/d(b1) and d(update)/d(b2), by hand: one elementwise pass for both.
@@ -140,4 +145,4 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
         return out
 
     return Level(init, update, hyper, "adam", proportional_to="learning_rate",
-                 tangents=tangents)
+                 tangents=tangents, direction=direction)

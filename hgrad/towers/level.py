@@ -35,6 +35,11 @@ class Level(NamedTuple):
       tangents: optional ``(grads, state, values) -> {name: d(update)/d(value)}``, the derivatives
         of the update with respect to (constrained) tuned hyperparameters, written by hand so that
         they cost one fused pass; the tower differentiates the others in forward mode.
+      direction: optional ``(state, values) -> D`` with ``update = -values[proportional_to] * D``,
+        read back from the state the update left (Adam's bias-corrected moments, a momentum's
+        velocity). The tower then stores nothing for the learning rate's derivative: it rebuilds
+        ``D`` when the next gradient arrives. It must also give the right ``D`` (zeros) for the
+        state ``init`` returns. Without it, the tower keeps the update itself.
     """
 
     init: Callable[[Any], Any]
@@ -43,3 +48,4 @@ class Level(NamedTuple):
     name: str = "level"
     proportional_to: str | None = None
     tangents: Callable[[Any, Any, Mapping[str, Any]], Mapping[str, Any]] | None = None
+    direction: Callable[[Any, Mapping[str, Any]], Any] | None = None

@@ -81,4 +81,9 @@ def sgd(learning_rate: float, momentum: float | None = None, nesterov: bool = Fa
         updates = jax.tree.map(lambda d: -lr * d, direction)
         return updates, SGDState(trace=trace)
 
-    return Level(init, update, hyper, "sgdn" if nesterov else "sgd", proportional_to="learning_rate")
+    def direction(state, values):  # the velocity: u = -lr * trace (not with Nesterov's look-ahead)
+        del values
+        return state.trace
+
+    return Level(init, update, hyper, "sgdn" if nesterov else "sgd", proportional_to="learning_rate",
+                 direction=direction if momentum is not None and not nesterov else None)

@@ -15,10 +15,13 @@ held fixed, as in Chandra et al. and Baydin et al.). For SGD this is Baydin et a
 :math:`-\alpha\, g_t \cdot g_{t-1}` in log space. The levels then step from the top down, so each
 level uses the hyperparameters just updated above it, and level 0's update is returned.
 
-The derivative :math:`\partial u_k / \partial h_k` is taken in forward mode when ``u_k`` is
-computed (one tangent per tuned scalar, each shaped like level ``k``'s parameters) and kept in the
-state until the next gradient arrives. An SGD or Adam learning rate adds one weight-sized array to
-the state; each scalar level above it costs a handful of scalar operations.
+The derivative :math:`\partial u_k / \partial h_k` is taken when ``u_k`` is computed (one
+tangent per tuned scalar, each shaped like level ``k``'s parameters: by hand where the level
+gives it, else in forward mode) and kept in the state until the next gradient arrives. For a
+learning rate nothing is kept where the update is :math:`-\alpha D` with :math:`D` readable from
+the level's state (Adam's corrected moments, a momentum's velocity): :math:`D` is rebuilt from
+that state then. Plain SGD keeps its last update (one weight-sized array), and each scalar level
+above the first costs a handful of scalar operations.
 
 References:
   Baydin, Cornish, Martinez Rubio, Schmidt, Wood. *Online learning rate adaptation with
@@ -51,7 +54,8 @@ class LevelState(NamedTuple):
       inner: this level's optimizer state.
       tangents: the derivatives of this level's last update with respect to its tuned
         hyperparameters, in the order of ``Level.hyperparameters``, each shaped like what this
-        level updates; ``None`` at the top.
+        level updates, or ``None`` for the learning rate of a level with a ``direction`` (rebuilt
+        from ``inner``); ``None`` at the top.
     """
 
     params: dict
@@ -70,6 +74,16 @@ class TowerState(NamedTuple):
 def _constrain(level: Level, params: dict) -> dict:
     """The constrained values of the tuned hyperparameters in ``params`` (none at the top)."""
     return {k: level.hyperparameters[k].constrain(v) for k, v in params.items()}
+
+
+def _rebuilt(level: Level, name: str) -> bool:
+    """Whether the derivative w.r.t. ``name`` is rebuilt from the level's state, not stored."""
+    return name == level.proportional_to and level.direction is not None
+
+
+def _dvalue(h, u):
+    """d(value)/d(stored value) of hyperparameter ``h`` at ``u``."""
+    return jax.jvp(h.constrain, (u,), (jnp.ones_like(u),))[1]
 
 
 def _step(level: Level, grads, inner, params: dict, *, tangents: bool):
@@ -91,10 +105,12 @@ def _step(level: Level, grads, inner, params: dict, *, tangents: bool):
     by_hand = {} if level.tangents is None else level.tangents(grads, inner, values)
     derivs = []
     for name, h in level.hyperparameters.items():
-        if name == level.proportional_to and (h.kind, h.storage) == ("positive", "unconstrained"):
+        if _rebuilt(level, name):
+            derivs.append(None)  # -d(value)/du * D, with D rebuilt from the state when needed
+        elif name == level.proportional_to and (h.kind, h.storage) == ("positive", "unconstrained"):
             derivs.append(updates)  # d(x0 exp(u - u0) d)/du = the update
         elif name in by_hand:  # d(update)/d(value) times d(value)/du
-            scale = jax.jvp(h.constrain, (params[name],), (jnp.ones_like(params[name]),))[1]
+            scale = _dvalue(h, params[name])
             derivs.append(jax.tree.map(lambda d: scale * d, by_hand[name]))
         else:
             basis = {k: jnp.ones_like(v) if k == name else jnp.zeros_like(v)
@@ -103,11 +119,17 @@ def _step(level: Level, grads, inner, params: dict, *, tangents: bool):
     return updates, new_inner, values, tuple(derivs)
 
 
-def _contract(cotangent, tangents: tuple, names, dtype) -> dict:
-    """``{name: <cotangent, tangent>}`` for each tuned hyperparameter's tangent."""
+def _contract(level: Level, state: LevelState, cotangent, dtype) -> dict:
+    """``{name: <cotangent, d(last update)/d(name)>}`` for each tuned hyperparameter of ``level``."""
     c = jax.tree.leaves(cotangent)
-    return {n: sum(jnp.vdot(a, b) for a, b in zip(c, jax.tree.leaves(t))).astype(dtype)
-            for n, t in zip(names, tangents)}
+    out = {}
+    for name, t in zip(level.hyperparameters, state.tangents):
+        scale = 1
+        if t is None:  # u = -value * D: du/du_name = -d(value)/du_name * D
+            t = level.direction(state.inner, state.values)
+            scale = -_dvalue(level.hyperparameters[name], state.params[name])
+        out[name] = (scale * sum(jnp.vdot(a, b) for a, b in zip(c, jax.tree.leaves(t)))).astype(dtype)
+    return out
 
 
 def tower(*levels: Level) -> optax.GradientTransformation:
@@ -169,8 +191,8 @@ def tower(*levels: Level) -> optax.GradientTransformation:
                 values={n: h.constrain(hp[n]) for n, h in tuned.items()},
                 hypergrad={n: jnp.zeros_like(v) for n, v in hp.items()},
                 inner=level.init(below),
-                tangents=tuple(jax.tree.map(jnp.zeros_like, below) for _ in tuned)
-                if tuned else None,
+                tangents=tuple(None if _rebuilt(level, n) else jax.tree.map(jnp.zeros_like, below)
+                               for n in tuned) if tuned else None,
             ))
             below = hp
         return TowerState(levels=tuple(states))
@@ -182,8 +204,7 @@ def tower(*levels: Level) -> optax.GradientTransformation:
         # Hypergradients, bottom up: what each level above receives.
         grads = [updates]
         for k in range(top):
-            grads.append(_contract(grads[k], old[k].tangents, list(levels[k].hyperparameters),
-                                   dtype))
+            grads.append(_contract(levels[k], old[k], grads[k], dtype))
         # Steps, top down: each level uses the hyperparameters just set above it.
         new = [None] * len(levels)
         params_k = old[top].params  # empty: the top's hyperparameters are constants
