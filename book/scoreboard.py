@@ -77,7 +77,7 @@ def render(records: list[dict]) -> str:
                 if c.get("paper"):
                     pn = r["paper_numbers"][c["paper"]]
                     paper = f"{_fmt(pn['value'])} ({pn['source']})"
-                lines.append(f"| {_cell(c['name'])} | {_cell(ours)} | {_cell(paper)} | {mark} | {_cell(c['detail'])} |")
+                lines.append(f"| {_cell(c['name'])} | {_cell(ours)} | {_cell(paper)} | {_cell(mark)} | {_cell(c['detail'])} |")
             lines.append("")
             if r.get("paper_numbers"):
                 lines += ["| paper's number | value | source |", "|---|---|---|"]
