@@ -438,3 +438,18 @@ def test_a_rebuilt_learning_rate_derivative_keeps_no_array_and_starts_at_zero(tx
     assert state.levels[0].tangents == (None,)
     _, state = tx.update(jax.grad(loss)(params0()), state)  # D of the initial state is 0, not 0/0
     assert float(state.levels[0].hypergrad["learning_rate"]) == 0.0
+
+
+@pytest.mark.parametrize("bottom", [ht.adam(0.05, b1=0.8, b2=0.9, tune=("learning_rate", "b1")),
+                                    ht.sgd(0.05, momentum=0.6), ht.adam(0.05, storage="linear")],
+                         ids=["adam(lr, b1)", "sgd(momentum)", "adam linear"])
+def test_rebuilt_learning_rate_derivative_equals_the_stored_update(bottom):
+    # the same towers, once rebuilding D from the state and once keeping the update (or its jvp)
+    rebuilt, kept = (ht.tower(lv, ht.sgd(0.01)) for lv in (bottom, bottom._replace(direction=None)))
+    _, s_rebuilt = run(rebuilt, params0(), 6)
+    _, s_kept = run(kept, params0(), 6)
+    assert s_kept.levels[0].tangents[0] is not None
+    got, want = s_rebuilt.levels[0].hypergrad, s_kept.levels[0].hypergrad
+    assert abs(float(want["learning_rate"])) > 0
+    for name in want:
+        np.testing.assert_allclose(float(got[name]), float(want[name]), rtol=1e-12, err_msg=name)

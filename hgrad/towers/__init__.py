@@ -1,9 +1,9 @@
 """Optimizers that tune their own hyperparameters while they train, stacked to any height.
 
 Every optimizer here is an :class:`optax.GradientTransformation`. :func:`tower` stacks
-:class:`Level` optimizers (:func:`sgd`, :func:`adam`, :func:`sgd_per_hyperparameter`): level ``k + 1`` runs gradient descent on the
-hyperparameters of level ``k``, from the derivative of the loss after each step with respect to the
-hyperparameters that step used (Chandra et al. 2022). :func:`sgd_hd`, :func:`sgdn_hd` and
+:class:`Level` optimizers (:func:`sgd`, :func:`adam`, :func:`sgd_per_hyperparameter`): level
+``k + 1`` runs gradient descent on the hyperparameters of level ``k``, from the derivative of the
+loss after each step with respect to the hyperparameters that step used (Chandra et al. 2022). :func:`sgd_hd`, :func:`sgdn_hd` and
 :func:`adam_hd` are Baydin et al. 2018's hypergradient-descent optimizers, two-level towers. Tuned
 hyperparameters are stored unconstrained (log learning rate, logit decay rates)::
 
