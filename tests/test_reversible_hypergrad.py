@@ -145,3 +145,34 @@ def test_under_jit_with_an_explicit_buffer_size():
 
     with pytest.raises(Exception, match="step 5"):
         jax.block_until_ready(run(h, bad_loss))
+
+
+def test_under_jit_traced_with_64_bit_types_off():
+    """The sweeps switch 64-bit types on inside a caller's jit traced with them off (a float32
+    problem): same result as the plain call, and a failure still names its step (the per-step
+    rerun that finds the step once failed to lower there)."""
+    with jax.enable_x64(False):
+        x, y = jnp.asarray(np.asarray(X), jnp.float32), jnp.asarray(np.asarray(Y), jnp.int32)
+        p32 = {"w": jnp.asarray(np.linspace(-1, 1, 12).reshape(4, 3), jnp.float32), "b": jnp.zeros(3, jnp.float32)}
+        h = init_hparams(0.1, 0.9, loss=jnp.float32(-2.0), num_steps=T, dtype=jnp.float32)
+        words = buffer_words_needed(h, p32, T, K)
+
+        def loss32(params, hparams, t):
+            return _xent(_apply(params, x), y) + 0.5 * jnp.exp(hparams.loss) * jnp.sum(params["w"] ** 2)
+
+        def outer32(params, hparams):
+            return _xent(_apply(params, x[:5]), y[:5])
+
+        def bad_loss(params, hparams, t):
+            return loss32(params, hparams, t) + jnp.where(t == 5, jnp.nan, 0.0)
+
+        run = jax.jit(lambda hh, fn: reversible_hypergrad(fn, outer32, p32, hh, T, momentum_bits=K,
+                                                           buffer_words=words)[:2], static_argnums=1)
+        eager = reversible_hypergrad(loss32, outer32, p32, h, T, momentum_bits=K)
+        value, grads = run(h, loss32)
+        assert value.dtype == jnp.float32
+        np.testing.assert_array_equal(value, eager.value)
+        for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(eager.grads)):
+            np.testing.assert_array_equal(a, b)
+        with pytest.raises(Exception, match="step 5"):
+            jax.block_until_ready(run(h, bad_loss))

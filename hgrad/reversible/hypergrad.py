@@ -272,7 +272,7 @@ def _run_forward(config, hparams, init, *, per_step: bool):
 
         _, (finite, fits) = jax.lax.scan(body, states0, ts)
         fits = fits.at[0].set(fits[0] & ~bad0)
-        return _checks.first_nonfinite_step(finite, ts), _checks.first_nonfinite_step(fits, ts)
+        return _first_false(finite, ts), _first_false(fits, ts)
 
     def body(carry, t):
         states, finite, masks = carry
@@ -283,6 +283,17 @@ def _run_forward(config, hparams, init, *, per_step: bool):
     (states, finite, masks), _ = jax.lax.scan(body, (states0, jnp.asarray(True), masks0), ts)
     failed = ~finite | bad0 | jnp.any(jnp.stack([jnp.any(m) for m in masks]))
     return states, failed
+
+
+def _first_false(ok: jax.Array, ts: jax.Array) -> jax.Array:
+    """The first ``ts[i]`` with ``ok[i]`` False, else ``NO_DIVERGENCE`` (``int32``).
+
+    A masked minimum rather than ``argmin`` (:func:`hgrad._checks.first_nonfinite_step`): this
+    sweep is traced with 64-bit types on, and when the caller's ``jax.jit`` was traced with them
+    off, an ``argmin`` traced here lowers with an index type that disagrees with its signature."""
+    last = jnp.iinfo(jnp.int32).max
+    first = jnp.min(jnp.where(ok, last, ts.astype(jnp.int32)))
+    return jnp.where(first == last, _checks.NO_DIVERGENCE, first).astype(jnp.int32)
 
 
 _forward = jax.jit(functools.partial(_run_forward, per_step=False), static_argnums=0)
