@@ -429,9 +429,13 @@ def test_sgd_per_hyperparameter_names_a_mismatch_with_the_level_below():
         tx.update(jax.grad(loss)(params0()), tx.init(params0()))
 
 
-@pytest.mark.parametrize("tx", [ht.adam_hd(0.05, 0.01), ht.sgd_hd(0.05, 0.01, momentum=0.5),
-                                ht.adam_hd(0.05, 0.01, storage="linear")],
-                         ids=["adam_hd", "sgd_hd(momentum)", "adam_hd linear"])
+def _rebuilding(level):
+    return ht.tower(level._replace(rebuild_direction=True), ht.sgd(0.01, tune=()))
+
+
+@pytest.mark.parametrize("tx", [_rebuilding(ht.adam(0.05)), ht.sgd_hd(0.05, 0.01, momentum=0.5),
+                                _rebuilding(ht.adam(0.05, storage="linear"))],
+                         ids=["adam rebuilding", "sgd_hd(momentum)", "adam linear rebuilding"])
 def test_a_rebuilt_learning_rate_derivative_keeps_no_array_and_starts_at_zero(tx):
     # Adam's and momentum SGD's update is -lr * D with D in their state: nothing weight-sized is kept
     state = tx.init(params0())
@@ -440,16 +444,28 @@ def test_a_rebuilt_learning_rate_derivative_keeps_no_array_and_starts_at_zero(tx
     assert float(state.levels[0].hypergrad["learning_rate"]) == 0.0
 
 
+def test_adam_keeps_its_direction_unless_asked_to_rebuild_it():
+    assert ht.adam(0.05).rebuild_direction is False and ht.adam(0.05, rebuild_direction=True).rebuild_direction
+    assert ht.sgd(0.05, momentum=0.5).rebuild_direction  # a velocity is read back at no cost
+    for tx in (ht.adam_hd(0.05, 0.01), ht.adam_hd(0.05, 0.01, storage="linear")):
+        state = tx.init(params0())
+        assert jax.tree.structure(state.levels[0].tangents[0]) == jax.tree.structure(params0())
+
+
 @pytest.mark.parametrize("bottom", [ht.adam(0.05, b1=0.8, b2=0.9, tune=("learning_rate", "b1")),
-                                    ht.sgd(0.05, momentum=0.6), ht.adam(0.05, storage="linear")],
-                         ids=["adam(lr, b1)", "sgd(momentum)", "adam linear"])
+                                    ht.sgd(0.05, momentum=0.6), ht.adam(0.05, storage="linear"),
+                                    ht.sgd(0.05, momentum=0.6, storage="linear")],
+                         ids=["adam(lr, b1)", "sgd(momentum)", "adam linear", "sgd(momentum) linear"])
 def test_rebuilt_learning_rate_derivative_equals_the_stored_update(bottom):
-    # the same towers, once rebuilding D from the state and once keeping the update (or its jvp)
-    rebuilt, kept = (ht.tower(lv, ht.sgd(0.01)) for lv in (bottom, bottom._replace(direction=None)))
-    _, s_rebuilt = run(rebuilt, params0(), 6)
-    _, s_kept = run(kept, params0(), 6)
-    assert s_kept.levels[0].tangents[0] is not None
-    got, want = s_rebuilt.levels[0].hypergrad, s_kept.levels[0].hypergrad
+    # the same towers rebuilding D from the state, keeping D from the step, and keeping the
+    # update (log storage) or its forward-mode derivative (linear storage): one hypergradient
+    variants = [bottom._replace(rebuild_direction=True), bottom._replace(rebuild_direction=False),
+                bottom._replace(direction=None)]
+    states = [run(ht.tower(lv, ht.sgd(0.01)), params0(), 6)[1] for lv in variants]
+    assert states[0].levels[0].tangents[0] is None
+    assert all(s.levels[0].tangents[0] is not None for s in states[1:])
+    want = states[2].levels[0].hypergrad
     assert abs(float(want["learning_rate"])) > 0
-    for name in want:
-        np.testing.assert_allclose(float(got[name]), float(want[name]), rtol=1e-12, err_msg=name)
+    for got in (states[0].levels[0].hypergrad, states[1].levels[0].hypergrad):
+        for name in want:
+            np.testing.assert_allclose(float(got[name]), float(want[name]), rtol=1e-12, err_msg=name)

@@ -35,7 +35,8 @@ def safe_sqrt(x: jax.Array) -> jax.Array:
 
 
 def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, *,
-         tune: Sequence[str] = ("learning_rate",), storage: str = "unconstrained") -> Level:
+         tune: Sequence[str] = ("learning_rate",), storage: str = "unconstrained",
+         rebuild_direction: bool = False) -> Level:
     r"""Adam as a tower level, with the same update as :func:`optax.adam`.
 
     .. math::
@@ -55,6 +56,10 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
       tune: any of ``"learning_rate"`` (stored as its log), ``"b1"``, ``"b2"`` (as logits).
       storage: ``"unconstrained"`` (log, logits) or ``"linear"``: the learning rate as it is
         (projected to stay >= 0) and b1, b2 as ``atanh(2b - 1)``, as in Chandra et al.'s code.
+      rebuild_direction: if true, a tower keeps no copy of the last update for the learning
+        rate's hypergradient and recomputes it from the moments when the next gradient arrives:
+        one weight-sized array less, one more square root and division per weight and step
+        (:attr:`~hgrad.towers.Level.rebuild_direction`).
 
     Returns:
       A :class:`~hgrad.towers.Level`.
@@ -145,4 +150,4 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
         return out
 
     return Level(init, update, hyper, "adam", proportional_to="learning_rate",
-                 tangents=tangents, direction=direction)
+                 tangents=tangents, direction=direction, rebuild_direction=bool(rebuild_direction))

@@ -18,10 +18,11 @@ level uses the hyperparameters just updated above it, and level 0's update is re
 The derivative :math:`\partial u_k / \partial h_k` is taken when ``u_k`` is computed (one
 tangent per tuned scalar, each shaped like level ``k``'s parameters: by hand where the level
 gives it, else in forward mode) and kept in the state until the next gradient arrives. For a
-learning rate nothing is kept where the update is :math:`-\alpha D` with :math:`D` readable from
-the level's state (Adam's corrected moments, a momentum's velocity): :math:`D` is rebuilt from
-that state then. Plain SGD keeps its last update (one weight-sized array), and each scalar level
-above the first costs a handful of scalar operations.
+learning rate the update is :math:`-\alpha D`: the tangent is the update itself in log space,
+else :math:`-D` times the derivative of the stored value, with :math:`D` read from the level's
+state (:attr:`~hgrad.towers.Level.direction`); where rebuilding :math:`D` is cheap (a momentum's
+velocity) nothing is kept and :math:`D` is rebuilt from the state when the next gradient arrives.
+Each scalar level above the first costs a handful of scalar operations.
 
 References:
   Baydin, Cornish, Martinez Rubio, Schmidt, Wood. *Online learning rate adaptation with
@@ -78,7 +79,7 @@ def _constrain(level: Level, params: dict) -> dict:
 
 def _rebuilt(level: Level, name: str) -> bool:
     """Whether the derivative w.r.t. ``name`` is rebuilt from the level's state, not stored."""
-    return name == level.proportional_to and level.direction is not None
+    return name == level.proportional_to and level.direction is not None and level.rebuild_direction
 
 
 def _dvalue(h, u):
@@ -91,8 +92,10 @@ def _step(level: Level, grads, inner, params: dict, *, tangents: bool):
     update's derivative w.r.t. each tuned scalar.
 
     The derivatives are a tuple in the order of ``level.hyperparameters``, each shaped like the
-    update. That w.r.t. the log of a rate the update is proportional to is the update itself;
-    the level's own ``tangents`` give others by hand; the rest come from forward-mode passes.
+    update. That w.r.t. the log of a rate the update is proportional to is the update itself, and
+    w.r.t. another storage of it ``-D`` (from the level's ``direction``) times the derivative of
+    the value; the level's own ``tangents`` give others by hand; the rest come from forward-mode
+    passes.
     """
 
     def run(p):
@@ -109,6 +112,9 @@ def _step(level: Level, grads, inner, params: dict, *, tangents: bool):
             derivs.append(None)  # -d(value)/du * D, with D rebuilt from the state when needed
         elif name == level.proportional_to and (h.kind, h.storage) == ("positive", "unconstrained"):
             derivs.append(updates)  # d(x0 exp(u - u0) d)/du = the update
+        elif name == level.proportional_to and level.direction is not None:
+            scale = -_dvalue(h, params[name])  # u = -value * D, D from the state just left
+            derivs.append(jax.tree.map(lambda d: scale * d, level.direction(new_inner, values)))
         elif name in by_hand:  # d(update)/d(value) times d(value)/du
             scale = _dvalue(h, params[name])
             derivs.append(jax.tree.map(lambda d: scale * d, by_hand[name]))
