@@ -469,3 +469,22 @@ def test_rebuilt_learning_rate_derivative_equals_the_stored_update(bottom):
     for got in (states[0].levels[0].hypergrad, states[1].levels[0].hypergrad):
         for name in want:
             np.testing.assert_allclose(float(got[name]), float(want[name]), rtol=1e-12, err_msg=name)
+
+
+def test_adam_hand_tangents_equal_forward_mode_with_layers_named_like_them():
+    # the pass that gives both tangents returns {"b1": ..., "b2": ...} per weight array; parameters
+    # whose own names are "b1" and "b2" (biases) must not be taken for that container
+    params = {"b1": jnp.asarray([1.0, -2.0]), "b2": {"w": jnp.asarray([[0.5, 0.3]])}}
+    level = ht.adam(0.05, b1=0.8, b2=0.9, tune=("learning_rate", "b1", "b2"))
+    values = {"learning_rate": 0.05, "b1": 0.8, "b2": 0.9}
+    grads = jax.tree.map(lambda x: 0.3 * x + 0.1, params)
+    state = level.update(grads, level.init(params), values)[1]  # a second step: m, v nonzero
+    by_hand = level.tangents(grads, state, values)
+    for name in ("b1", "b2"):
+        def update(b, name=name):
+            return level.update(grads, state, {**values, name: b})[0]
+
+        forward = jax.jvp(update, (jnp.float64(values[name]),), (jnp.float64(1.0),))[1]
+        assert jax.tree.structure(by_hand[name]) == jax.tree.structure(params)
+        for a, b in zip(jax.tree.leaves(by_hand[name]), jax.tree.leaves(forward)):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15, err_msg=name)

@@ -120,34 +120,34 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
         :math:`\partial s/\partial\beta_2 = ((v_{t-1} - g^2)/c_2 + t\beta_2^{t-1} v/c_2^2)/(2s)`
         (0 where s = 0), :math:`\partial u/\partial\beta_1 = -\alpha\,(\partial\hat m/
         \partial\beta_1)/(s+\epsilon)`, :math:`\partial u/\partial\beta_2 = \alpha\hat m\,
-        (\partial s/\partial\beta_2)/(s+\epsilon)^2`.
+        (\partial s/\partial\beta_2)/(s+\epsilon)^2`. The divisions by :math:`c_i` are products
+        with scalar reciprocals, and :math:`1/(s+\epsilon)` is computed once: per weight, one
+        square root and two divisions (they, not memory, bound this pass on a CPU).
         """
         lr = values.get("learning_rate", learning_rate)
         beta1, beta2, mu, nu, count = moments(grads, state, values)
-        out = {}
 
-        def common(m, v):
+        def both(g, m0, v0, m, v):
             t = count.astype(m.dtype)
-            c1, c2 = 1 - beta1**t, 1 - beta2**t
-            s = safe_sqrt(v / c2)
-            return t, c1, c2, s
-
-        if "b1" in hyper:
-            def d_b1(g, m0, m, v):
-                t, c1, _, s = common(m, v)
-                dm = (m0 - g) / c1 + t * beta1 ** (t - 1) * m / (c1 * c1)
-                return -lr * dm / (s + eps)
-
-            out["b1"] = jax.tree.map(d_b1, grads, state.mu, mu, nu)
-        if "b2" in hyper:
-            def d_b2(g, v0, m, v):
-                t, c1, c2, s = common(m, v)
-                dv = (v0 - g * g) / c2 + t * beta2 ** (t - 1) * v / (c2 * c2)
+            r1, r2 = 1 / (1 - beta1**t), 1 / (1 - beta2**t)
+            s = safe_sqrt(v * r2)
+            inverse = 1 / (s + eps)
+            out = {}
+            if "b1" in hyper:
+                dm = (m0 - g) * r1 + (t * beta1 ** (t - 1) * r1 * r1) * m
+                out["b1"] = -lr * dm * inverse
+            if "b2" in hyper:
+                dv = (v0 - g * g) * r2 + (t * beta2 ** (t - 1) * r2 * r2) * v
                 ds = jnp.where(s > 0, dv / (2 * jnp.where(s > 0, s, 1)), 0)
-                return lr * (m / c1) * ds / ((s + eps) * (s + eps))
+                out["b2"] = (lr * r1) * m * ds * (inverse * inverse)
+            return out
 
-            out["b2"] = jax.tree.map(d_b2, grads, state.nu, mu, nu)
-        return out
+        names = [name for name in ("b1", "b2") if name in hyper]
+        if not names:
+            return {}
+        per_leaf = jax.tree.map(both, grads, state.mu, state.nu, mu, nu)  # leaves -> {name: array}
+        inner = jax.tree.structure({name: 0 for name in names})
+        return jax.tree.transpose(jax.tree.structure(grads), inner, per_leaf)
 
     return Level(init, update, hyper, "adam", proportional_to="learning_rate",
                  tangents=tangents, direction=direction, rebuild_direction=bool(rebuild_direction))
