@@ -9,8 +9,9 @@ with 32-bit integers the decay would leave the velocity about 8 good fractional 
 
 Prints, in one run:
   * time of hgrad.reversible_hypergrad / time of the training run alone (float32 scan, same loss,
-    same convention), interleaved (target <= 4): as a plain call, and inside jax.jit with the
-    buffer's size given (no host work between the sweeps), as the jitted training run is timed;
+    same convention), within each repeat (training, reversible, reversible, training; the median
+    over repeats; target <= 4): as a plain call, and inside jax.jit with the buffer's size given
+    (no host work between the sweeps), as the jitted training run is timed;
   * memory: the reversible run's state (weights + velocities, int64) and buffer (allocated, and the
     information it holds) against storing the trajectory (T states of weights + velocities, in
     float32 as the workload trains, and in float64, the precision the exact state keeps), for T in
@@ -33,7 +34,7 @@ import numpy as np
 import hgrad
 from hgrad.reversible import buffer as B
 from hgrad.reversible import hypergrad as R
-from workload import Workload, apply, init_params, interleaved_times, xent
+from workload import Workload, apply, init_params, paired_ratio, xent
 
 
 def problem(T: int, batch: int, momentum: float):
@@ -99,22 +100,20 @@ def main():
     rev = lambda p, hh: hgrad.reversible_hypergrad(w.loss, outer, p, hh, T).grads  # noqa: E731
     with jax.enable_x64(True):
         words = R.buffer_words_needed(h, params0, T, 16)
-    jitted = jax.jit(lambda p, hh: hgrad.reversible_hypergrad(w.loss, outer, p, hh, T,
-                                                              buffer_words=words).grads)
+    # traced with 64-bit types off, as a user's float32 hyper-step is: the sweeps switch them on inside
+    rev_jit = jax.jit(lambda p, hh: hgrad.reversible_hypergrad(w.loss, outer, p, hh, T,
+                                                               buffer_words=words).grads)
 
-    def rev_jit(p, hh):  # traced and lowered with 64-bit types on, as the exact state needs
-        with jax.enable_x64(True):
-            return jitted(p, hh)
-
-    times = interleaved_times({"training": train, "reversible": rev, "reversible jit": rev_jit},
-                              (params0, h), repeats=args.repeats)
+    plain = paired_ratio(rev, train, (params0, h), repeats=args.repeats)
+    jitted = paired_ratio(rev_jit, train, (params0, h), repeats=args.repeats)
     result = hgrad.reversible_hypergrad(w.loss, outer, params0, h, T)
-    print(f"\nT={T}, momentum 0.9: training {times['training'] * 1e3:.1f} ms, reversible hypergradient "
-          f"{times['reversible'] * 1e3:.1f} ms (a plain call: its checks and the buffer's size on the "
-          f"host) and {times['reversible jit'] * 1e3:.1f} ms (the call inside jax.jit with buffer_words "
-          f"given, as a jitted hyper-step runs it); exact reversal: {bool(result.exact)}")
-    print(f"  reversible / training = {times['reversible'] / times['training']:.2f} (plain call), "
-          f"{times['reversible jit'] / times['training']:.2f} (jitted)  (target <= 4)")
+    print(f"\nT={T}, momentum 0.9: training {plain['base_time'] * 1e3:.1f} ms, reversible hypergradient "
+          f"{plain['time'] * 1e3:.1f} ms (a plain call: its checks and the buffer's size on the host) and "
+          f"{jitted['time'] * 1e3:.1f} ms (the call inside jax.jit with buffer_words given, as a jitted "
+          f"hyper-step runs it); exact reversal: {bool(result.exact)}")
+    print(f"  reversible / training = {plain['ratio']:.2f} [{plain['q1']:.2f}, {plain['q3']:.2f}] (plain call), "
+          f"{jitted['ratio']:.2f} [{jitted['q1']:.2f}, {jitted['q3']:.2f}] (jitted)  (target <= 4; median "
+          f"and quartiles over {args.repeats} repeats of training, reversible, reversible, training)")
 
     print(f"\n{'T':>6} {'w+v MiB':>8} {'buffer MiB':>10} {'words':>5} {'held bits/w/step':>18} {'XLA peak':>8} "
           f"{'traj f32':>9} {'ratio':>6} {'traj f64':>9} {'ratio':>6}")

@@ -5,17 +5,21 @@ Workloads (float32, mnist5k, mini-batches drawn in advance):
   * Chandra et al.'s MNIST MLP: 784-128-10 tanh, batch 300 (102k weights).
 
 A training step is the gradient of the mini-batch cross-entropy, the optimizer's update and
-optax.apply_updates; 50 steps run in one jitted lax.scan per timing. Every variant of a workload is
-timed in turn (round-robin, median of the repeats), so a change in the machine's load hits all alike.
+optax.apply_updates; 30 steps run in one jitted lax.scan per timing, each timing of a second
+call in a row (caches as a training loop leaves them). Timings on a shared machine
+drift, so each ratio is taken within a repeat: the plain optimizer, the variant, the variant, the
+plain optimizer (a steady drift cancels), and the median over repeats is printed with its
+quartiles; towers are timed up and back down the heights in each repeat.
 
 Prints, per workload:
   * SGD-HD / optax.sgd and Adam-HD / optax.adam (target <= 1.05), and beside them the same ratio
     for a hand-written minimal version of each (the previous direction in the state, one dot
     product per step: what the algorithm cannot do without), as the floor for this machine;
   * towers of height 0 (plain) to 5, SGD/SGD/... and Adam(lr, b1, b2)/SGD/...: the time per step,
-    and what each extra level adds as a fraction of the plain optimizer's step (target <= 0.10).
+    what each extra level adds as a fraction of the plain optimizer's step (target <= 0.10), and
+    the slope of time against height above the first level, per repeat.
 
-Usage: python benchmarks/towers.py [--steps 50] [--repeats 9] [--max-height 5]
+Usage: python benchmarks/towers.py [--steps 30] [--repeats 9] [--max-height 5]
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import optax
 
 import hgrad.data
 import hgrad.towers as ht
-from workload import interleaved_times, xent
+from workload import paired_ratio, warm_time, xent
 
 WORKLOADS = {
     "Baydin MLP 784-1000-1000-10 ReLU, batch 128": ((784, 1000, 1000, 10), jax.nn.relu, 128),
@@ -127,14 +131,43 @@ def adam_tower(height):
     return ht.tower(bottom, *[ht.sgd(1e-6) for _ in range(height)])
 
 
+def level_costs(fns: list, args: tuple, repeats: int) -> dict:
+    """Times of towers of height 0, 1, ... (``fns[h]``), each round timed up and back down the
+    heights (0..H, H..0) so that a steady change of load hits every height alike; each timing is
+    of a second call in a row (:func:`~workload.warm_time`: timed once in a round, the two ends
+    would otherwise be the only heights called twice in a row, and ran faster).
+
+    Returns the median time per height, each level's cost from those medians as a fraction of
+    the plain step, and the per-round least-squares slope over heights 1..H (the average cost of
+    a level above the first, as a fraction of that round's plain step): median and quartiles.
+    """
+    heights = list(range(len(fns)))
+    rounds = []
+    for _ in range(repeats):
+        times = np.zeros(len(fns))
+        for h in heights + heights[::-1]:
+            times[h] += warm_time(fns[h], *args) / 2
+        rounds.append(times)
+    rounds = np.array(rounds)
+    median = np.median(rounds, axis=0)
+    slopes = [np.polyfit(heights[1:], r[1:], 1)[0] / r[0] for r in rounds] if len(fns) > 2 else [np.nan]
+    q1, mid, q3 = np.percentile(slopes, [25, 50, 75])
+    return {"time": median, "cost": np.diff(median) / median[0], "slope": (q1, mid, q3)}
+
+
+def _verdict(ok: bool) -> str:
+    return "holds" if ok else "NOT MET"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--max-height", type=int, default=5)
     args = parser.parse_args()
     print(f"jax {jax.__version__}, {jax.devices()[0].platform}, float32; {args.steps} steps per "
-          f"timing, median of {args.repeats}, interleaved")
+          f"timing; ratios: median over {args.repeats} repeats of base, variant, variant, base "
+          "(quartiles in brackets); towers: each repeat up and back down the heights")
     data = hgrad.data.mnist5k()
     rng = np.random.default_rng(0)
     for title, (sizes, activation, batch) in WORKLOADS.items():
@@ -157,29 +190,27 @@ def main():
             _, losses = fn(params)
             if not np.all(np.isfinite(np.asarray(losses))):
                 raise FloatingPointError(f"{name} produced a non-finite loss")
-        times = interleaved_times(fns, (params,), repeats=args.repeats)
-        per_step = {name: t / args.steps * 1e3 for name, t in times.items()}
         print(f"\n## {title}: {sum(x.size for x in jax.tree.leaves(params)):,} weights")
+        ms = lambda t: t / args.steps * 1e3  # noqa: E731
         for hd, plain in (("sgd_hd", "optax.sgd"), ("adam_hd", "optax.adam")):
-            ratio = per_step[hd] / per_step[plain]
-            floor = per_step[f"minimal {hd}"] / per_step[plain]
-            print(f"{hd:8s} / {plain:10s}: {per_step[hd]:7.3f} / {per_step[plain]:7.3f} ms per step"
-                  f" = {ratio:.3f}  (target <= 1.05: {'holds' if ratio <= 1.05 else 'NOT MET'}); "
-                  f"hand-written minimal {hd}: {floor:.3f}")
+            r = paired_ratio(fns[hd], fns[plain], (params,), args.repeats)
+            m = paired_ratio(fns[f"minimal {hd}"], fns[plain], (params,), args.repeats)
+            print(f"{hd:8s} / {plain:10s}: {r['ratio']:.3f} [{r['q1']:.3f}, {r['q3']:.3f}]  "
+                  f"({ms(r['time']):.3f} / {ms(r['base_time']):.3f} ms per step; target <= 1.05: "
+                  f"{_verdict(r['ratio'] <= 1.05)}); hand-written minimal {hd}: {m['ratio']:.3f} "
+                  f"[{m['q1']:.3f}, {m['q3']:.3f}]")
         for kind in ("sgd", "adam"):
-            plain = per_step[f"{kind} height 0"]
+            c = level_costs([fns[f"{kind} height {h}"] for h in range(args.max_height + 1)], (params,),
+                            args.repeats)
             print(f"{kind} towers (bottom {'SGD' if kind == 'sgd' else 'Adam(lr, b1, b2)'}, "
                   f"SGD levels above): ms per step, and each level's cost / plain step")
-            worst = 0.0
-            for h in range(args.max_height + 1):
-                t = per_step[f"{kind} height {h}"]
-                extra = ""
-                if h:
-                    cost = (t - per_step[f"{kind} height {h - 1}"]) / plain
-                    worst, extra = max(worst, cost), f"  {cost:+.3f}"
-                print(f"  height {h}: {t:7.3f} ms{extra}")
-            print(f"  largest cost of one level: {worst:.3f} of a plain step (target <= 0.10: "
-                  f"{'holds' if worst <= 0.10 else 'NOT MET'})")
+            for h, t in enumerate(c["time"]):
+                print(f"  height {h}: {ms(t):7.3f} ms" + (f"  {c['cost'][h - 1]:+.3f}" if h else ""))
+            first, above = c["cost"][0], float(np.max(c["cost"][1:], initial=-np.inf))
+            q1, mid, q3 = c["slope"]
+            print(f"  first level: {first:+.3f} (target <= 0.10: {_verdict(first <= 0.10)}); levels above "
+                  f"it: largest {above:+.3f} (target <= 0.10: {_verdict(above <= 0.10)}), per-round "
+                  f"slope over heights 1-{args.max_height}: {mid:+.4f} [{q1:+.4f}, {q3:+.4f}] per level")
 
 
 if __name__ == "__main__":

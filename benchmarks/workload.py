@@ -92,6 +92,33 @@ def interleaved_times(fns: dict, args: tuple, repeats: int = 7) -> dict:
     return {name: float(np.median(s)) for name, s in samples.items()}
 
 
+def warm_time(fn: Callable, *args) -> float:
+    """Seconds of one call of ``fn`` right after an untimed one, so that every timing finds the
+    caches as a training loop that keeps calling the same step leaves them."""
+    jax.block_until_ready(fn(*args))
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - start
+
+
+def paired_ratio(fn: Callable, base: Callable, args: tuple, repeats: int = 9) -> dict:
+    """The time of ``fn`` over that of ``base``, each repeat timed base, fn, fn, base (ABBA), so a
+    load that rises or falls steadily over the four timings cancels out of that repeat's ratio;
+    each timing is of a second call in a row (:func:`warm_time`).
+
+    Returns the median and quartiles of the per-repeat ratios, and the median times (seconds).
+    """
+    ratios, t_fn, t_base = [], [], []
+    for _ in range(repeats):
+        times = [warm_time(f, *args) for f in (base, fn, fn, base)]
+        ratios.append((times[1] + times[2]) / (times[0] + times[3]))
+        t_fn += times[1:3]
+        t_base += [times[0], times[3]]
+    q1, median, q3 = np.percentile(ratios, [25, 50, 75])
+    return {"ratio": float(median), "q1": float(q1), "q3": float(q3),
+            "time": float(np.median(t_fn)), "base_time": float(np.median(t_base))}
+
+
 def compiled_memory(fn: Callable, *args) -> dict:
     """XLA's own account of a jitted function's memory: temporaries, arguments and outputs."""
     analysis = jax.jit(fn).lower(*args).compile().memory_analysis()
