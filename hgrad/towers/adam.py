@@ -122,7 +122,9 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
         \partial\beta_1)/(s+\epsilon)`, :math:`\partial u/\partial\beta_2 = \alpha\hat m\,
         (\partial s/\partial\beta_2)/(s+\epsilon)^2`. The divisions by :math:`c_i` are products
         with scalar reciprocals, and :math:`1/(s+\epsilon)` is computed once: per weight, one
-        square root and two divisions (they, not memory, bound this pass on a CPU).
+        square root and two divisions. (Against two roots and ten divisions this changed no
+        measured step time: storing these tangents and contracting them with the next gradient,
+        passes over memory, is what they cost.)
         """
         lr = values.get("learning_rate", learning_rate)
         beta1, beta2, mu, nu, count = moments(grads, state, values)
