@@ -94,6 +94,14 @@ TOWERS = {
                                   tune=("learning_rate", "b1"), storage="linear"),
         ht.sgd(0.001),
     ),
+    "adam(lr, b1, b2; rebuilding its direction)/sgd": (
+        ht.adam(0.05, b1=0.8, b2=0.9, tune=("learning_rate", "b1", "b2"), rebuild_direction=True),
+        ht.sgd(0.01),
+    ),
+    "linear: adam(lr; rebuilding its direction)/sgd": (
+        ht.adam(0.05, b1=0.8, b2=0.9, storage="linear", rebuild_direction=True),
+        ht.sgd(0.01),
+    ),
     "sgd(momentum)/adam(lr, b1)/sgd": (
         ht.sgd(0.05, momentum=0.5),
         ht.adam(0.01, tune=("learning_rate", "b1")),
