@@ -98,6 +98,10 @@ TOWERS = {
         ht.adam(0.05, b1=0.8, b2=0.9, tune=("learning_rate", "b1", "b2"), rebuild_direction=True),
         ht.sgd(0.01),
     ),
+    "adam(lr, b1, b2; initial second moment 0.01)/sgd": (
+        ht.adam(0.05, b1=0.8, b2=0.9, tune=("learning_rate", "b1", "b2"), initial_second_moment=0.01),
+        ht.sgd(0.01),
+    ),
     "linear: adam(lr; rebuilding its direction)/sgd": (
         ht.adam(0.05, b1=0.8, b2=0.9, storage="linear", rebuild_direction=True),
         ht.sgd(0.01),
@@ -343,6 +347,10 @@ def test_safe_sqrt_value_and_derivative():
         (lambda: ht.sgd(float("nan")), "learning_rate must be finite and >= 0"),
         (lambda: ht.adam(1e-3, b2=1.0), r"b2 must be in \[0, 1\)"),
         (lambda: ht.adam(1e-3, eps=-1.0), "eps must be finite and >= 0"),
+        (lambda: ht.adam(1e-3, eps=float("inf")), "eps must be finite and >= 0"),
+        (lambda: ht.adam(1e-3, initial_second_moment=-1e-8), "initial_second_moment must be finite and >= 0"),
+        (lambda: ht.adam(1e-3, initial_second_moment=float("nan")),
+         "initial_second_moment must be finite and >= 0"),
         (lambda: ht.sgd(0.1, tune=("lr",)), "sgd can tune 'learning_rate' and 'momentum'"),
         (lambda: ht.adam(0.1, tune=("beta1",)), "adam can tune 'learning_rate', 'b1' and 'b2'"),
         (lambda: ht.sgd(0.1, tune=("momentum",)), "momentum is None"),
@@ -496,3 +504,56 @@ def test_adam_hand_tangents_equal_forward_mode_with_layers_named_like_them():
         assert jax.tree.structure(by_hand[name]) == jax.tree.structure(params)
         for a, b in zip(jax.tree.leaves(by_hand[name]), jax.tree.leaves(forward)):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15, err_msg=name)
+
+
+def test_adam_with_an_initial_second_moment_is_adam_started_there():
+    # Kingma & Ba's recursion, written out in NumPy, with v_0 = 0.01 instead of 0 (Chandra et al.'s
+    # v1 code starts at 1e-8); the bias corrections are unchanged
+    lr, b1, b2, eps, v0 = 0.05, 0.8, 0.9, 1e-8, 0.01
+    tx = ht.tower(ht.adam(lr, b1, b2, eps, initial_second_moment=v0))
+    params, state = params0(), None
+    w = {k: np.asarray(v) for k, v in params.items()}
+    m = {k: np.zeros_like(v) for k, v in w.items()}
+    v = {k: np.full_like(x, v0) for k, x in w.items()}
+    state = tx.init(params)
+    for t in range(1, 6):
+        grads = jax.grad(loss)(params)
+        updates, state = tx.update(grads, state)
+        params = optax.apply_updates(params, updates)
+        g = jax.grad(loss)({k: jnp.asarray(x) for k, x in w.items()})
+        for k in w:
+            gk = np.asarray(g[k])
+            m[k] = b1 * m[k] + (1 - b1) * gk
+            v[k] = b2 * v[k] + (1 - b2) * gk**2
+            if t == 1:  # the first step's corrected moment is g^2 + b2 v0 / (1 - b2)
+                np.testing.assert_allclose(v[k] / (1 - b2), gk**2 + b2 * v0 / (1 - b2), rtol=1e-12)
+            w[k] = w[k] - lr * (m[k] / (1 - b1**t)) / (np.sqrt(v[k] / (1 - b2**t)) + eps)
+        for k in w:
+            np.testing.assert_allclose(np.asarray(params[k]), w[k], rtol=1e-12, atol=1e-15)
+    # and it is not the default Adam: v_0 moves the trajectory
+    default = run(ht.tower(ht.adam(lr, b1, b2, eps)), params0(), 5)[0]
+    assert abs(float(default["b"]) - float(params["b"])) > 1e-4
+
+
+def test_adam_initial_second_moment_zero_is_the_default_and_may_be_traced():
+    def make(v0):
+        return ht.tower(ht.adam(0.05, tune=("learning_rate", "b1"), initial_second_moment=v0), ht.sgd(0.01))
+
+    default = ht.tower(ht.adam(0.05, tune=("learning_rate", "b1")), ht.sgd(0.01))
+    for a, b in zip(jax.tree.leaves(run(make(0.0), params0(), 4)), jax.tree.leaves(run(default, params0(), 4))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # under vmap the initial moment is a tracer (no check, no error); each row equals its own run
+    v0s = jnp.asarray([0.0, 1e-3, 0.1])
+
+    def final_b(v0):
+        tx = make(v0)
+        params, state = params0(), tx.init(params0())
+        for _ in range(4):
+            updates, state = tx.update(jax.grad(loss)(params), state)
+            params = optax.apply_updates(params, updates)
+        return params["b"]
+
+    batched = jax.vmap(final_b)(v0s)
+    for v0, got in zip([0.0, 1e-3, 0.1], batched):
+        np.testing.assert_allclose(float(got), float(run(make(v0), params0(), 4)[0]["b"]), rtol=1e-12)
+    assert len({round(float(x), 8) for x in batched}) == 3

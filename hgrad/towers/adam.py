@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple, Sequence
 
 import jax
@@ -36,7 +37,7 @@ def safe_sqrt(x: jax.Array) -> jax.Array:
 
 def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, *,
          tune: Sequence[str] = ("learning_rate",), storage: str = "unconstrained",
-         rebuild_direction: bool = False) -> Level:
+         rebuild_direction: bool = False, initial_second_moment: Any = 0.0) -> Level:
     r"""Adam as a tower level, with the same update as :func:`optax.adam`.
 
     .. math::
@@ -60,6 +61,13 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
         rate's hypergradient and recomputes it from the moments when the next gradient arrives:
         one weight-sized array less, one more square root and division per weight and step
         (:attr:`~hgrad.towers.Level.rebuild_direction`).
+      initial_second_moment: :math:`v_0 \ge 0`, the second moment before the first step, for
+        every weight. 0 (the default) is optax's start; Chandra et al.'s v1 code starts at
+        :math:`10^{-8}`, which the bias correction turns into
+        :math:`\hat v_1 = g_1^2 + \beta_2 v_0 / (1 - \beta_2)`: with the default ``b2`` an extra
+        :math:`\approx 10^{-5}` in the first step's denominator, where with :math:`v_0 = 0` the first
+        step is :math:`\alpha\,\mathrm{sign}(g_1)` (nearly, through ``eps``) on every weight with a
+        nonzero gradient, however small. May be traced (under :func:`jax.vmap`, for instance).
 
     Returns:
       A :class:`~hgrad.towers.Level`.
@@ -80,11 +88,13 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
         spec = unit_interval(value, name, "tanh" if storage == "linear" else storage)
         if name in tune:
             hyper[name] = spec
-    check(eps, "eps", lambda v: v >= 0, "finite and >= 0")
+    check(eps, "eps", lambda v: math.isfinite(v) and v >= 0, "finite and >= 0")
+    check(initial_second_moment, "initial_second_moment", lambda v: math.isfinite(v) and v >= 0,
+          "finite and >= 0")
 
     def init(params):
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        return AdamState(count=jnp.zeros([], jnp.int32), mu=zeros, nu=zeros)
+        return AdamState(count=jnp.zeros([], jnp.int32), mu=jax.tree.map(jnp.zeros_like, params),
+                         nu=jax.tree.map(lambda p: jnp.full_like(p, initial_second_moment), params))
 
     def moments(grads, state, values):
         beta1, beta2 = values.get("b1", b1), values.get("b2", b2)
