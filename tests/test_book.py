@@ -147,6 +147,21 @@ def test_scoreboard_lists_every_criterion(site, browser):
     assert f"{holding} of {total} criteria hold" in text
 
 
+def test_math_is_typeset_without_a_network(site, browser):
+    """MathJax is served with the site (sphinx-mathjax-offline): with background networking off,
+    the formulas of a methods page are typeset, none left as raw TeX."""
+    page = site / "book" / "methods" / "towers.html"
+    assert r"\(" in page.read_text(), "the page has no inline math to check"
+    _load(browser, page)
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    typeset = "return document.querySelectorAll('mjx-container').length;"
+    WebDriverWait(browser, 30, poll_frequency=0.2).until(lambda b: b.execute_script(typeset) > 0)
+    raw = browser.execute_script("return document.querySelector('article, main').innerText.includes('\\\\(');")
+    assert browser.execute_script(typeset) >= 10
+    assert not raw, "raw TeX \\( ... \\) left on the page: MathJax did not typeset it"
+
+
 def test_no_broken_internal_links(site, browser):
     """Every page of the site, as Chromium renders it: each internal link's file exists, each
     #fragment names an element on its page, and each image loads."""
