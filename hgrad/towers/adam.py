@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 
-from hgrad.towers.hyperparameter import check, positive, unit_interval
+from hgrad.towers.hyperparameter import check_nonnegative, positive, unit_interval
 from hgrad.towers.level import Level
 
 __all__ = ["adam", "AdamState", "safe_sqrt"]
@@ -88,9 +87,8 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
         spec = unit_interval(value, name, "tanh" if storage == "linear" else storage)
         if name in tune:
             hyper[name] = spec
-    check(eps, "eps", lambda v: math.isfinite(v) and v >= 0, "finite and >= 0")
-    check(initial_second_moment, "initial_second_moment", lambda v: math.isfinite(v) and v >= 0,
-          "finite and >= 0")
+    check_nonnegative(eps, "eps")
+    check_nonnegative(initial_second_moment, "initial_second_moment")
 
     def init(params):
         return AdamState(count=jnp.zeros([], jnp.int32), mu=jax.tree.map(jnp.zeros_like, params),

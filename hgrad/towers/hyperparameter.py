@@ -115,7 +115,7 @@ def positive(value: Any, name: str, storage: str = "unconstrained") -> Hyperpara
     A rate of 0 is allowed for the top of a tower (nothing tunes it there); :func:`tower` asks
     for a positive one below the top (:meth:`Hyperparameter.check_tunable`).
     """
-    check(value, name, lambda v: v >= 0 and math.isfinite(v), "finite and >= 0")
+    check_nonnegative(value, name)
     _check_storage(storage, ("unconstrained", "linear"))
     return Hyperparameter("positive", value, name, storage)
 
@@ -130,6 +130,11 @@ def unit_interval(value: Any, name: str, storage: str = "unconstrained") -> Hype
 def _check_storage(storage: str, allowed) -> None:
     if storage not in allowed:
         raise ValueError(f"storage must be one of {', '.join(map(repr, allowed))}, got {storage!r}")
+
+
+def check_nonnegative(value: Any, name: str) -> None:
+    """Raise a clear error for a concrete ``value`` that is negative, infinite or NaN."""
+    check(value, name, lambda v: v >= 0 and math.isfinite(v), "finite and >= 0")
 
 
 def check(value: Any, name: str, ok, what: str) -> None:
