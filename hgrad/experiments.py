@@ -93,6 +93,10 @@ def glue(name: str, value: Any) -> None:
     another page), so a number in prose is always the one the notebook computed. The value is stored,
     not shown, in myst-nb's glue format (a display output whose metadata names it); outside a
     notebook kernel this does nothing.
+
+    Every value is stored as its ``repr``, strings included: myst-nb reads the stored text back with
+    ``ast.literal_eval`` before pasting it, so a string stored bare would be pasted as whatever
+    Python literal it spells (``"1,407"`` as ``(1, 407)``); its ``repr`` evaluates back to itself.
     """
     try:
         from IPython import get_ipython
@@ -101,9 +105,7 @@ def glue(name: str, value: Any) -> None:
         return
     if get_ipython() is None:
         return
-    value = _plain(value)
-    text = value if isinstance(value, str) else repr(value)
-    display({_GLUE_PREFIX + "text/plain": text}, raw=True,
+    display({_GLUE_PREFIX + "text/plain": repr(_plain(value))}, raw=True,
             metadata={"scrapbook": {"name": name, "mime_prefix": _GLUE_PREFIX}})
 
 

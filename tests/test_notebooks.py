@@ -5,6 +5,7 @@ The notebooks run in a separate Jupyter kernel (papermill), so this module's flo
 into a temporary directory through ``$HGRAD_RESULTS_DIR``.
 """
 
+import ast
 import json
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def test_notebook_smoke_preset(name, tmp_path, monkeypatch):
     executed = nbformat.read(tmp_path / f"{name}.ipynb", as_version=4)
     glued = extract_glue_data(executed, list(range(len(executed.cells))), logger=_NoLogger())
     assert {PROVENANCE_GLUE_KEY, "preset", "criteria_held"} <= glued.keys()
-    provenance = json.loads(glued[PROVENANCE_GLUE_KEY]["data"]["text/plain"])
+    provenance = json.loads(ast.literal_eval(glued[PROVENANCE_GLUE_KEY]["data"]["text/plain"]))
     assert provenance["date"] == record["provenance"]["date"] and provenance["code"]
     assert any(path.startswith("hgrad/") for path in provenance["code"])
 
