@@ -3,16 +3,16 @@ and the buffer against the entropy bound.
 
 Workload: MLP 784-100-10 tanh on mnist5k, batch 100, SGD with momentum in Maclaurin's convention
 (v <- g v - (1-g) grad, w <- w + a v), step size 0.1, log L2 1e-4, the model in float32. The
-reversible state itself cannot be float32: weights and velocities are 64-bit fixed point (R=52;
-with 32-bit integers the decay would leave the velocity about 8 good fractional bits), the buffer a
-32-bit head and 16-bit words per weight.
+reversible state itself cannot be float32: weights and velocities are fixed-point integers held in
+float64 (weights with 41 fractional bits, velocities with 47; float64 holds integers exactly below
+2^53, float32 only below 2^24), the buffer a 32-bit head and 16-bit words per weight.
 
 Prints, in one run:
   * time of hgrad.reversible_hypergrad / time of the training run alone (float32 scan, same loss,
     same convention), within each repeat (training, reversible, reversible, training; the median
     over repeats; target <= 4): as a plain call, and inside jax.jit with the buffer's size given
     (no host work between the sweeps), as the jitted training run is timed;
-  * memory: the reversible run's state (weights + velocities, int64) and buffer (allocated, and the
+  * memory: the reversible run's state (weights + velocities, 64 bits each) and buffer (allocated, and the
     information it holds) against storing the trajectory (T states of weights + velocities, in
     float32 as the workload trains, and in float64, the precision the exact state keeps), for T in
     --steps; XLA's compiled peak for the whole forward and reverse sweeps (adjoints included) beside
@@ -69,7 +69,7 @@ def memory(w, params0, h, outer, T: int):
     stored trajectory of weights + velocities; XLA's peak over the compiled forward and reverse passes."""
     with jax.enable_x64(True):
         words = R.buffer_words_needed(h, params0, T, 16)
-        config = (w.loss, outer, None, T, 52, 16, words)
+        config = (w.loss, outer, None, T, 41, 47, 16, words)
         fwd = R._forward.lower(config, h, params0).compile().memory_analysis()  # noqa: SLF001
         states = jax.eval_shape(lambda: R._forward(config, h, params0)[0])  # noqa: SLF001
         rev = R._reverse.lower(config, h, params0, states).compile().memory_analysis()  # noqa: SLF001
@@ -91,8 +91,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, batch {args.batch}; "
-          "model float32, reversible state int64 fixed point (R=52, momentum bits 16), "
-          "buffer 32-bit heads + 16-bit words")
+          "model float32, reversible state fixed point held in float64 (weights 41 and velocities 47 "
+          "fractional bits, momentum bits 16), buffer 32-bit heads + 16-bit words")
 
     T = 100
     w, params0, h, outer = problem(T, args.batch, 0.9)

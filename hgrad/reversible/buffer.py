@@ -34,10 +34,14 @@ step. (Different momenta per weight stay exact, only less dense.)
 Both directions are exact on every state, whatever came before. The size,
 :math:`16 c + \log_2 x - 16` bits, exceeds :math:`\sum_t \log_2(2^k / n_t)` by at most
 :math:`\log_2(1 + 1/n_t)` per step (the floor), which :func:`words_needed` turns into a capacity
-that cannot overflow. The 48-bit quotients are computed with a float64 division and one integer
-correction (exact below :math:`2^{53}`), which vectorizes where 64-bit integer division does not.
+that cannot overflow.
 
-Needs 64-bit types (``jax.enable_x64``) for the intermediate products.
+The velocities, like every intermediate here, are integers held in float64 (:mod:`hgrad.reversible.exact`
+says why): :math:`X < 2^{48}` and :math:`x' n + p < 2^{48}`, and the quotients by :math:`n` come from
+a float64 multiplication by :math:`1/n` and one correction (:func:`divmod_floor`), all exact. The heads
+are stored as ``uint32`` and the words as ``uint16``, their exact sizes.
+
+Needs 64-bit types (``jax.enable_x64``).
 """
 
 from __future__ import annotations
@@ -116,26 +120,37 @@ def step_bits(n: np.ndarray, momentum_bits: int) -> np.ndarray:
     return np.log2(2.0 ** momentum_bits / n) + np.log2(1 + 1 / n)
 
 
-def divmod_floor(x: jax.Array, n: jax.Array, *, below_2_53: bool = False) -> tuple[jax.Array, jax.Array]:
-    """``(x // n, x % n)`` with floor semantics for signed integer ``x`` (any magnitude its dtype
-    holds) and positive ``n`` below :math:`2^{31}`, through float64 division.
+def divmod_floor(x: jax.Array, n: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(x // n, x % n)`` with floor semantics, for integers ``x`` held in float64 with
+    :math:`|x| < 2^{52}` and integers :math:`2 \\le n < 2^{31}` (a scalar, or per element).
 
-    The float quotient of numbers below :math:`2^{53}` is within one of the true quotient; larger
-    (64-bit) ``x`` first loses up to :math:`2^{11}` in the conversion, which a second pass on the
-    (now small) remainder removes (skipped when the caller knows ``|x| < 2^53``). One integer
-    correction then makes the remainder exact.
+    :math:`x \\cdot \\mathrm{fl}(1/n)` carries a relative error below :math:`2^{-52}`, so below
+    :math:`|x| / n \\cdot 2^{-52} \\le 1/2` in absolute terms, and its floor is within one of the
+    true quotient; one correction makes the remainder exact (every product and difference here
+    is an integer below :math:`2^{53}`, which float64 holds exactly).
     """
-    n = n.astype(x.dtype)
-    inverse = 1.0 / n.astype(jnp.float64)  # one division when n is a scalar (one per group)
-    q = jnp.floor(x.astype(jnp.float64) * inverse).astype(x.dtype)
+    n = jnp.asarray(n, jnp.float64)
+    q = jnp.floor(x * (1.0 / n))  # one division when n is a scalar (one per group)
     r = x - q * n
-    if jnp.iinfo(x.dtype).bits > 32 and not below_2_53:
-        q2 = jnp.floor(r.astype(jnp.float64) * inverse).astype(x.dtype)
-        q, r = q + q2, r - q2 * n
     low, high = r < 0, r >= n
     q = jnp.where(low, q - 1, jnp.where(high, q + 1, q))
     r = jnp.where(low, r + n, jnp.where(high, r - n, r))
     return q, r
+
+
+def _split(x: jax.Array, bits: int) -> tuple[jax.Array, jax.Array]:
+    """``(x // 2^bits, x % 2^bits)`` for integers held in float64 (exact: scaling by a power of
+    two is exact, and so is the floor)."""
+    q = jnp.floor(x * 2.0 ** -bits)
+    return q, x - q * 2.0 ** bits
+
+
+def _head_float(head: jax.Array) -> jax.Array:
+    return head.astype(jnp.float64)
+
+
+def _head(x: jax.Array) -> jax.Array:
+    return x.astype(jnp.uint32)
 
 
 def _spill(buf: InfoBuffer, needed: jax.Array) -> InfoBuffer:
@@ -161,39 +176,38 @@ def decay(buf: InfoBuffer, v: jax.Array, n: jax.Array, momentum_bits: int) -> tu
 
     Args:
       buf: the buffer, one entry per element of ``v`` (1-D).
-      v: ``int32`` or ``int64``; the result fits the same type when :math:`|v| < 2^{bits-1}`.
+      v: integers held in float64, below :math:`2^{52}` in magnitude; the result is no larger.
       n: numerators in :math:`[2, 2^k)`, per element or a scalar (one per buffer is what keeps
-        the heads in step and the buffer dense).
+        the heads in step and the buffer dense), integers held in float64.
       momentum_bits: :math:`k` (16; see ``MIN_MOMENTUM_BITS``).
     Returns:
       The buffer and :math:`q n + p` with :math:`q = \\lfloor v / 2^k \\rfloor` and :math:`p < n`
       taken from the buffer.
     """
     k = momentum_bits
-    n = jnp.asarray(n, jnp.int64)
-    n_min = jnp.min(n)
+    n = jnp.asarray(n, jnp.float64)
+    n_min = jnp.min(n).astype(jnp.int64)
     buf = _spill(buf, buf.head_bound >= n_min << (32 - k))
-    r = (v & ((1 << k) - 1)).astype(jnp.int64)
-    x, p = divmod_floor((buf.head.astype(jnp.int64) << k) | r, n, below_2_53=True)
-    v_new = (v >> k) * n.astype(v.dtype) + p.astype(v.dtype)
+    q, r = _split(v, k)
+    x, p = divmod_floor(_head_float(buf.head) * 2.0 ** k + r, n)
     bound = ((buf.head_bound << k) + ((1 << k) - 1)) // n_min
-    return buf._replace(head=x.astype(jnp.uint32), steps=buf.steps + 1, head_bound=bound), v_new
+    return buf._replace(head=_head(x), steps=buf.steps + 1, head_bound=bound), q * n + p
 
 
 def undecay(buf: InfoBuffer, v: jax.Array, n: jax.Array, momentum_bits: int) -> tuple[InfoBuffer, jax.Array]:
     """The inverse of :func:`decay`: the buffer before it and the velocities before the decay
     (all but ``head_bound``, which becomes "unknown")."""
     k = momentum_bits
-    n = jnp.asarray(n, jnp.int64)
-    q, p = divmod_floor(v, n.astype(v.dtype))
-    big = buf.head.astype(jnp.int64) * n + p.astype(jnp.int64)
+    n = jnp.asarray(n, jnp.float64)
+    q, p = divmod_floor(v, n)
+    x, r = _split(_head_float(buf.head) * n + p, k)
     steps = buf.steps - 1
     top = jnp.maximum(buf.count - 1, 0)
     refill = (buf.count > 0) & (buf.written_at[top] == steps)
-    x = jnp.where(refill, ((big >> k) << WORD_BITS) | buf.words[top].astype(jnp.int64), big >> k)
-    buf = buf._replace(head=x.astype(jnp.uint32), count=buf.count - refill.astype(jnp.int32), steps=steps,
+    x = jnp.where(refill, x * 2.0 ** WORD_BITS + buf.words[top].astype(jnp.float64), x)
+    buf = buf._replace(head=_head(x), count=buf.count - refill.astype(jnp.int32), steps=steps,
                        head_bound=jnp.asarray((1 << 32) - 1, jnp.int64))
-    return buf, (q << k) + (big & ((1 << k) - 1)).astype(v.dtype)
+    return buf, q * 2.0 ** k + r
 
 
 def size_in_bits(buf: InfoBuffer) -> jax.Array:

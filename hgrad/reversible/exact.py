@@ -5,28 +5,35 @@ The update, in Maclaurin, Duvenaud & Adams's (2015) convention, with per-step st
 
 .. math:: v_{t+1} = \gamma_t v_t - (1 - \gamma_t) \nabla L(w_t), \qquad w_{t+1} = w_t + \alpha_t v_{t+1}.
 
-Weights and velocities are 64-bit integers with ``radix_bits`` fractional bits (:math:`w = W / 2^R`).
-The momentum is the rational :math:`\gamma = n / 2^k` nearest to the requested value
-(``momentum_bits`` :math:`= k`; :math:`2 \le n < 2^k`), and the decay :math:`\gamma v` is computed
-exactly with the information buffer (:mod:`hgrad.reversible.buffer`). The gradient term and the
-position update are rounded to the grid, but each is a function of values that are known again when
-stepping back (:math:`\nabla L(w_t)` once :math:`w_t` is restored; :math:`v_{t+1}`), so subtracting
-the same rounded number undoes it exactly:
+Weights and velocities are fixed-point integers: :math:`w = W / 2^{R_w}` and :math:`v = V / 2^{R_v}`,
+with ``radix_bits`` :math:`R_w` and ``velocity_radix_bits`` :math:`R_v` fractional bits (velocities
+are bounded by the gradients, weights are not, so the velocity can afford the finer grid). The
+momentum is the rational :math:`\gamma = n / 2^k` nearest to the requested value (``momentum_bits``
+:math:`= k`; :math:`2 \le n < 2^k`), and the decay :math:`\gamma V` is computed exactly with the
+information buffer (:mod:`hgrad.reversible.buffer`). The gradient term and the position update are
+rounded to the grid, but each is a function of values that are known again when stepping back
+(:math:`\nabla L(w_t)` once :math:`w_t` is restored; :math:`V_{t+1}`), so subtracting the same
+rounded number undoes it exactly:
 
-.. math:: W_t = W_{t+1} - \mathrm{round}(\alpha_t V_{t+1}), \qquad
-          \gamma_t V_t = V_{t+1} + \mathrm{round}\big((1 - \gamma_t) \nabla L(w_t)\, 2^R\big).
+.. math:: W_t = W_{t+1} - \mathrm{round}(\alpha_t V_{t+1} 2^{R_w - R_v}), \qquad
+          \gamma_t V_t = V_{t+1} + \mathrm{round}\big((1 - \gamma_t) \nabla L(w_t)\, 2^{R_v}\big).
 
 The decay :math:`V \mapsto \lfloor V / 2^k \rfloor n + p` takes its low digits :math:`p < n` from the
-buffer, so the exact trajectory differs from the float one by up to :math:`n` grid units per step,
-:math:`\gamma 2^{k-R}`: with :math:`k = 16` and :math:`R = 52` about :math:`10^{-11}`. This is why the
-state is 64-bit: with 32-bit integers the same :math:`k` would leave the velocity about 8 good
-fractional bits.
+buffer, so the exact trajectory differs from the float one by up to :math:`n` velocity grid units per
+step, :math:`\gamma 2^{k - R_v}`: with :math:`k = 16` and :math:`R_v = 47` about :math:`4 \cdot 10^{-10}`.
 
-Every integer must stay below :math:`2^{62}` in magnitude: :func:`step` and :func:`unstep` return a
-mask, one entry per weight, set where one does not (a fixed-point overflow: the weights, velocities
-or gradients grew past :math:`2^{62-R}`), and the callers raise an error naming the step.
+**The integers are held in float64.** Every integer this module computes stays below :math:`2^{52}`
+in magnitude, where float64 represents integers exactly and adds, subtracts, multiplies (when the
+product stays below :math:`2^{53}`) and floors them exactly. Float64 lanes are what a CPU's vector
+units (AVX2 has no 64-bit integer multiply and no int64-to-float conversion) and a GPU do fast, so the
+exact step costs a few float operations per weight; with 64-bit integers it cost several times more.
+The price is range: every stored value and every term added to one must stay below :math:`2^{51}`
+(so that sums stay below :math:`2^{52}`): :math:`|w| < 2^{51 - R_w}` and :math:`|v| < 2^{51 - R_v}`,
+1024 and 16 at the defaults. :func:`step` and :func:`unstep` return a mask, one entry per weight, set
+where a value does not fit (a fixed-point overflow, a non-finite gradient included), and the callers
+raise an error naming the step.
 
-Needs 64-bit integers (``jax.enable_x64``).
+Needs 64-bit types (``jax.enable_x64``).
 """
 
 from __future__ import annotations
@@ -39,17 +46,18 @@ import jax.numpy as jnp
 
 from hgrad.reversible import buffer as B
 
-__all__ = ["ExactState", "momentum_numerator", "to_fixed", "to_float", "step", "unstep"]
+__all__ = ["ExactState", "LIMIT_BITS", "momentum_numerator", "to_fixed", "to_float", "step", "unstep"]
 
-_LIMIT = float(2 ** 62)
+LIMIT_BITS = 51  # every stored integer and every term added to one is below 2^51 in magnitude
+_LIMIT = float(2 ** LIMIT_BITS)
 
 
 class ExactState(NamedTuple):
-    """Weights and velocities as fixed-point integers, and the information buffer.
+    """Weights and velocities as fixed-point integers (held in float64), and the information buffer.
 
     Attributes:
-      w: ``int64[n]``, the weights times :math:`2^R`.
-      v: ``int64[n]``, the velocities times :math:`2^R`.
+      w: ``float64[n]``, the weights times :math:`2^{R_w}`, integers.
+      v: ``float64[n]``, the velocities times :math:`2^{R_v}`, integers.
       buffer: the :class:`~hgrad.reversible.buffer.InfoBuffer` of the bits the decay destroyed.
     """
 
@@ -59,46 +67,49 @@ class ExactState(NamedTuple):
 
 
 def momentum_numerator(gamma: jax.Array, momentum_bits: int) -> jax.Array:
-    """:math:`n` with :math:`n / 2^k` the representable momentum nearest to ``gamma`` (``int64``)."""
+    """:math:`n` with :math:`n / 2^k` the representable momentum nearest to ``gamma`` (an integer
+    held in float64)."""
     scaled = jnp.round(jnp.asarray(gamma, jnp.float64) * 2.0 ** momentum_bits)
-    return jnp.clip(scaled, 2, 2 ** momentum_bits - 1).astype(jnp.int64)
+    return jnp.clip(scaled, 2, 2 ** momentum_bits - 1)
 
 
 def to_fixed(x: jax.Array, radix_bits: int) -> tuple[jax.Array, jax.Array]:
-    """``round(x * 2^R)`` as int64, and whether it overflowed (a magnitude at or past
-    :math:`2^{62}`, or NaN)."""
+    """``round(x * 2^R)`` (float64), and whether any entry overflowed (a magnitude at or past
+    :math:`2^{51}`, or NaN)."""
     scaled = jnp.asarray(x, jnp.float64) * 2.0 ** radix_bits
     return _round(scaled), jnp.any(~(jnp.abs(scaled) < _LIMIT))
 
 
 def to_float(x: jax.Array, radix_bits: int) -> jax.Array:
-    """The float64 value of a fixed-point integer."""
-    return x.astype(jnp.float64) * 2.0 ** -radix_bits
+    """The real value of a fixed-point integer, in float64."""
+    return x * 2.0 ** -radix_bits
 
 
 def _round(x: jax.Array) -> jax.Array:
-    """Round float64 ``x`` to int64 (0 where it is out of range: the caller flags that)."""
-    return jnp.round(jnp.where(jnp.abs(x) < _LIMIT, x, 0.0)).astype(jnp.int64)
+    """Round float64 ``x`` to an integer (0 where it is out of range: the caller flags that)."""
+    return jnp.round(jnp.where(jnp.abs(x) < _LIMIT, x, 0.0))
 
 
-def _gradient_term(grad, n, momentum_bits, radix_bits):
-    one_minus = (2.0 ** momentum_bits - jnp.asarray(n).astype(jnp.float64)) * 2.0 ** -momentum_bits
-    return one_minus * jnp.asarray(grad, jnp.float64) * 2.0 ** radix_bits
+def _gradient_term(grad, n, momentum_bits, velocity_radix_bits):
+    """:math:`(1 - n/2^k) \\nabla L\\, 2^{R_v}`, before rounding."""
+    one_minus = (2.0 ** momentum_bits - n) * 2.0 ** (velocity_radix_bits - momentum_bits)
+    return one_minus * jnp.asarray(grad, jnp.float64)
 
 
-def _position_term(v, alpha):
-    return jnp.asarray(alpha, jnp.float64) * v.astype(jnp.float64)
+def _position_term(v, alpha, radix_bits, velocity_radix_bits):
+    """:math:`\\alpha V 2^{R_w - R_v}`, before rounding."""
+    return (jnp.asarray(alpha, jnp.float64) * 2.0 ** (radix_bits - velocity_radix_bits)) * v
 
 
 def _out_of_range(*values: jax.Array) -> jax.Array:
-    """Per element: whether any of the float64 ``values`` is at or past :math:`2^{62}` in
+    """Per element: whether any of the float64 ``values`` is at or past :math:`2^{51}` in
     magnitude, or NaN (an element-wise mask, so that the check fuses into the update that
     produces the values instead of adding a reduction over all weights each step)."""
-    return functools.reduce(jnp.logical_or, [~(jnp.abs(jnp.asarray(x, jnp.float64)) < _LIMIT) for x in values])
+    return functools.reduce(jnp.logical_or, [~(jnp.abs(x) < _LIMIT) for x in values])
 
 
 def step(state: ExactState, grad: jax.Array, alpha: jax.Array, n: jax.Array, *, momentum_bits: int,
-         radix_bits: int) -> tuple[ExactState, jax.Array]:
+         radix_bits: int, velocity_radix_bits: int) -> tuple[ExactState, jax.Array]:
     """One exact step: decay the velocity by :math:`n / 2^k`, subtract the gradient term, move.
 
     Args:
@@ -111,34 +122,37 @@ def step(state: ExactState, grad: jax.Array, alpha: jax.Array, n: jax.Array, *, 
       the fixed-point range (a non-finite gradient included) or the buffer was full.
     """
     buffer, v = B.decay(state.buffer, state.v, n, momentum_bits)
-    dv = _gradient_term(grad, n, momentum_bits, radix_bits)
+    dv = _gradient_term(grad, n, momentum_bits, velocity_radix_bits)
     v = v - _round(dv)
-    dw = _position_term(v, alpha)
+    dw = _position_term(v, alpha, radix_bits, velocity_radix_bits)
     w = state.w + _round(dw)
-    # |v - round(dv)| and |w + round(dw)| stay below 2^63 when each part is below 2^62, so the
-    # sums cannot wrap before they are checked.
-    bad = _out_of_range(dv, dw, v.astype(jnp.float64), w.astype(jnp.float64)) | buffer.overflow
+    # Each part is below 2^51 when it is not flagged, so the sums are exact (below 2^52) and the
+    # new values are checked before the next step uses them.
+    bad = _out_of_range(dv, dw, v, w) | buffer.overflow
     return ExactState(w, v, buffer), bad
 
 
-def unstep_position(state: ExactState, alpha: jax.Array) -> ExactState:
+def unstep_position(state: ExactState, alpha: jax.Array, *, radix_bits: int,
+                    velocity_radix_bits: int) -> ExactState:
     """Undo :math:`w_{t+1} = w_t + \\alpha_t v_{t+1}`: the state then holds :math:`w_t` and :math:`v_{t+1}`."""
-    return state._replace(w=state.w - _round(_position_term(state.v, alpha)))
+    return state._replace(w=state.w - _round(_position_term(state.v, alpha, radix_bits, velocity_radix_bits)))
 
 
 def unstep_velocity(state: ExactState, grad: jax.Array, n: jax.Array, *, momentum_bits: int,
-                    radix_bits: int) -> tuple[ExactState, jax.Array]:
+                    velocity_radix_bits: int) -> tuple[ExactState, jax.Array]:
     """Undo the velocity update, given :math:`\\nabla L(w_t)` at the restored :math:`w_t`."""
-    dv = _gradient_term(grad, n, momentum_bits, radix_bits)
+    dv = _gradient_term(grad, n, momentum_bits, velocity_radix_bits)
     buffer, v = B.undecay(state.buffer, state.v + _round(dv), n, momentum_bits)
     return ExactState(state.w, v, buffer), _out_of_range(dv) | buffer.overflow
 
 
-def unstep(state: ExactState, grad_fn, alpha, n, *, momentum_bits: int, radix_bits: int):
+def unstep(state: ExactState, grad_fn, alpha, n, *, momentum_bits: int, radix_bits: int,
+           velocity_radix_bits: int):
     """Both halves of the inverse of :func:`step`; ``grad_fn(w_t)`` gives :math:`\\nabla L(w_t)`
     from the restored fixed-point weights. Returns the state at :math:`t`, the gradient, and a mask
     of overflowed entries (see :func:`step`)."""
-    state = unstep_position(state, alpha)
+    state = unstep_position(state, alpha, radix_bits=radix_bits, velocity_radix_bits=velocity_radix_bits)
     grad = grad_fn(state.w)
-    state, bad = unstep_velocity(state, grad, n, momentum_bits=momentum_bits, radix_bits=radix_bits)
+    state, bad = unstep_velocity(state, grad, n, momentum_bits=momentum_bits,
+                                 velocity_radix_bits=velocity_radix_bits)
     return state, grad, bad

@@ -127,8 +127,8 @@ def buffer_words_needed(hparams: ReversibleHparams, params: Any, num_steps: int,
 
 
 def reversible_hypergrad(loss: Callable, outer: Callable, params0: Any, hparams: ReversibleHparams,
-                         num_steps: int, *, radix_bits: int = 52, momentum_bits: int = 16,
-                         buffer_words: int | None = None) -> ReversibleResult:
+                         num_steps: int, *, radix_bits: int = 41, velocity_radix_bits: int = 47,
+                         momentum_bits: int = 16, buffer_words: int | None = None) -> ReversibleResult:
     """The hypergradient of ``outer(w_T, hparams)`` through reversible SGD with momentum.
 
     Args:
@@ -139,8 +139,13 @@ def reversible_hypergrad(loss: Callable, outer: Callable, params0: Any, hparams:
         returning them (initialization hyperparameters in ``hparams.init``).
       hparams: a :class:`ReversibleHparams` (see :func:`init_hparams`).
       num_steps: :math:`T`.
-      radix_bits: :math:`R`, fractional bits of the fixed-point weights and velocities; every
-        value must stay below :math:`2^{62-R}` in magnitude (1024 at the default).
+      radix_bits: :math:`R_w`, fractional bits of the fixed-point weights; every weight must stay
+        below :math:`2^{51-R_w}` in magnitude (1024 at the default; the grid is
+        :math:`2^{-41} \\approx 5 \\cdot 10^{-13}`).
+      velocity_radix_bits: :math:`R_v`, fractional bits of the velocities; every velocity, and
+        :math:`(1-\\gamma)` times every gradient entry, must stay below :math:`2^{51-R_v}` in magnitude
+        (16 at the default). The exact run differs from the float one by up to
+        :math:`\\gamma 2^{16-R_v}` per step in the velocity (:mod:`hgrad.reversible.exact`).
       momentum_bits: :math:`k`: momenta are rounded to multiples of :math:`2^{-k}` (16, the
         only value the buffer's bounds allow).
       buffer_words: 16-bit words per weight for the buffer's stack; by default the bound
@@ -158,8 +163,10 @@ def reversible_hypergrad(loss: Callable, outer: Callable, params0: Any, hparams:
     if not B.MIN_MOMENTUM_BITS <= momentum_bits <= B.MAX_MOMENTUM_BITS:
         raise ValueError(f"momentum_bits must be in [{B.MIN_MOMENTUM_BITS}, {B.MAX_MOMENTUM_BITS}] (the "
                          f"buffer's bounds hold there), got {momentum_bits}")
-    if not 8 <= radix_bits <= 60:
-        raise ValueError(f"radix_bits must be between 8 and 60, got {radix_bits}")
+    for name, bits in (("radix_bits", radix_bits), ("velocity_radix_bits", velocity_radix_bits)):
+        if not 8 <= bits <= E.LIMIT_BITS - 1:
+            raise ValueError(f"{name} must be between 8 and {E.LIMIT_BITS - 1} (values are held below "
+                             f"2^{E.LIMIT_BITS}), got {bits}")
     with jax.enable_x64(True):
         template = params0(hparams) if callable(params0) else params0
         _checks.check_finite(template, "params0")
@@ -170,7 +177,7 @@ def reversible_hypergrad(loss: Callable, outer: Callable, params0: Any, hparams:
                                  "(under jit or grad): pass buffer_words (see buffer_words_needed)")
             buffer_words = buffer_words_needed(hparams, template, num_steps, momentum_bits)
         config = (loss, outer, params0 if callable(params0) else None, num_steps, radix_bits,
-                  momentum_bits, int(buffer_words))
+                  velocity_radix_bits, momentum_bits, int(buffer_words))
         init = None if callable(params0) else params0
         state, failed = _forward(config, hparams, init)
         if isinstance(failed, jax.core.Tracer):
@@ -184,20 +191,21 @@ def reversible_hypergrad(loss: Callable, outer: Callable, params0: Any, hparams:
         else:
             diverged = overflowed = _checks.NO_DIVERGENCE
         _checks.raise_if_diverged(diverged, num_steps, "training loss or gradient")
-        _raise_if_overflowed(overflowed, num_steps, radix_bits)
+        _raise_if_overflowed(overflowed, num_steps, radix_bits, velocity_radix_bits)
         result = _reverse(config, hparams, init, state)
         return result._replace(buffer_capacity_bits=sum(8 * B.memory_bytes(s.buffer) for s in state))
 
 
-def _raise_if_overflowed(step, num_steps: int, radix_bits: int) -> None:
+def _raise_if_overflowed(step, num_steps: int, radix_bits: int, velocity_radix_bits: int) -> None:
     def check(step):
         step = int(np.asarray(step))
         if step >= 0:
             raise FixedPointOverflowError(
-                f"fixed-point overflow at step {step} of {num_steps}: a weight, velocity or gradient "
-                f"term exceeded 2^{62 - radix_bits} in magnitude (radix_bits={radix_bits}), or the "
-                "information buffer was full. Lower radix_bits, or the step size, or pass a larger "
-                "buffer_words.")
+                f"fixed-point overflow at step {step} of {num_steps}: a weight exceeded "
+                f"2^{E.LIMIT_BITS - radix_bits} in magnitude (radix_bits={radix_bits}), or a velocity or "
+                f"gradient term 2^{E.LIMIT_BITS - velocity_radix_bits} (velocity_radix_bits="
+                f"{velocity_radix_bits}), or the information buffer was full. Lower radix_bits or "
+                "velocity_radix_bits, or the step size, or pass a larger buffer_words.")
 
     if isinstance(step, jax.core.Tracer):
         jax.debug.callback(check, step)
@@ -249,9 +257,9 @@ def _run_forward(config, hparams, init, *, per_step: bool):
     ORs the masks over the run and reduces once at the end (a reduction over every weight at every
     step would cost as much as the integer step itself on a CPU), ``per_step=True`` reduces each
     step's masks to name the first failing step (:func:`_diagnose`, run only after a failure)."""
-    loss, outer, params0_fn, num_steps, radix_bits, momentum_bits, words = config
+    loss, outer, params0_fn, num_steps, radix_bits, velocity_radix_bits, momentum_bits, words = config
     problem = _setup(config, hparams, init)
-    kw = dict(momentum_bits=momentum_bits, radix_bits=radix_bits)
+    kw = dict(momentum_bits=momentum_bits, radix_bits=radix_bits, velocity_radix_bits=velocity_radix_bits)
     fixed = [E.to_fixed(x, radix_bits) for x in _flat(problem.params0)]
     states0 = [E.ExactState(w, jnp.zeros_like(w), B.empty(w.size, words)) for w, _ in fixed]
     bad0 = functools.reduce(jnp.logical_or, [bad for _, bad in fixed])
@@ -302,19 +310,19 @@ _diagnose = jax.jit(functools.partial(_run_forward, per_step=True), static_argnu
 
 @functools.partial(jax.jit, static_argnums=0)
 def _reverse(config, hparams, init, final_states):
-    loss, outer, params0_fn, num_steps, radix_bits, momentum_bits, words = config
+    loss, outer, params0_fn, num_steps, radix_bits, velocity_radix_bits, momentum_bits, words = config
     problem = _setup(config, hparams, init)
-    kw = dict(momentum_bits=momentum_bits, radix_bits=radix_bits)
+    radices = dict(radix_bits=radix_bits, velocity_radix_bits=velocity_radix_bits)
     final_params = _as_params(problem, final_states, radix_bits)
     value, (w_bar_tree, h_bar) = jax.value_and_grad(outer, argnums=(0, 1))(final_params, hparams)
     grad_loss = jax.grad(loss, argnums=(0, 1))
-    as_float = functools.partial(_model_float, problem, radix_bits=radix_bits)
+    as_float = functools.partial(_model_float, problem, radix_bits=velocity_radix_bits)  # velocities
 
     def body(carry, t):
         states, w_bar, v_bar, h_bar = carry
         v_next = [as_float(s.v) for s in states]
         alphas, gammas = _rates(hparams, problem, t)
-        states = [E.unstep_position(s, a) for s, a in zip(states, alphas)]
+        states = [E.unstep_position(s, a, **radices) for s, a in zip(states, alphas)]
         alpha_bar = [jnp.vdot(wb, v).astype(a.dtype) for wb, v, a in zip(w_bar, v_next, alphas)]
         alphas_, gammas_ = ([x.astype(problem.dtype) for x in xs] for xs in (alphas, gammas))
         v_bar = [vb + a * wb for vb, a, wb in zip(v_bar, alphas_, w_bar)]
@@ -325,7 +333,8 @@ def _reverse(config, hparams, init, final_states):
         (grads, _), (hvp, mixed) = jax.jvp(lambda w: grad_loss(w, hparams, t),
                                            (_as_params(problem, states, radix_bits),), (tangent,))
         grads = _flat(grads)
-        states = [E.unstep_velocity(s, g, E.momentum_numerator(m, momentum_bits), **kw)[0]
+        states = [E.unstep_velocity(s, g, E.momentum_numerator(m, momentum_bits), momentum_bits=momentum_bits,
+                                    velocity_radix_bits=velocity_radix_bits)[0]
                   for s, g, m in zip(states, grads, gammas)]
         gamma_bar = [jnp.vdot(vb, as_float(s.v) + g).astype(m.dtype) for vb, s, g, m in zip(v_bar, states, grads, gammas)]
         h_bar = jax.tree.map(jnp.add, h_bar, mixed)
