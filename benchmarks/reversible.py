@@ -11,7 +11,9 @@ Prints, in one run:
   * time of hgrad.reversible_hypergrad / time of the training run alone (float32 scan, same loss,
     same convention), within each repeat (training, reversible, reversible, training; the median
     over repeats; target <= 4): as a plain call, and inside jax.jit with the buffer's size given
-    (no host work between the sweeps), as the jitted training run is timed;
+    (no host work between the sweeps), as the jitted training run is timed; and beside it the
+    float work alone (training plus the reverse sweep's gradients, Hessian-vector products, dot
+    products and adjoint updates in float32, without exact arithmetic), the floor of any reversal;
   * memory: the reversible run's state (weights + velocities, 64 bits each) and buffer (allocated, and the
     information it holds) against storing the trajectory (T states of weights + velocities, in
     float32 as the workload trains, and in float64, the precision the exact state keeps), for T in
@@ -64,6 +66,36 @@ def training_run(w: Workload, params0, h, T: int):
     return run
 
 
+def float_reverse_run(w: Workload, params0, h, T: int):
+    """The reverse sweep's float work alone, in float32: at each step back the gradient and the
+    Hessian-vector product at the step's weights (one forward-over-reverse product, as the reversible
+    sweep computes them), the two dot products of the step size's and momentum's adjoints, and the
+    adjoint updates, with the weights stepped back in float (inexactly: no fixed point, no buffer).
+    Training plus this is what a reversal costs before its exact arithmetic."""
+    grad_loss = jax.grad(w.loss, argnums=(0, 1))
+    tmap, vdot = jax.tree.map, lambda a, b: sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a),
+                                                                                 jax.tree.leaves(b)))
+
+    @jax.jit
+    def run(params, h):
+        def body(carry, t):
+            p, v, w_bar, v_bar = carry
+            a, m = jnp.exp(h.log_lr[t]), jax.nn.sigmoid(h.logit_momentum[t])
+            alpha_bar = vdot(w_bar, v)
+            p = tmap(lambda p, v: p - a * v, p, v)
+            v_bar = tmap(lambda vb, wb: vb + a * wb, v_bar, w_bar)
+            (g, _), (hvp, _) = jax.jvp(lambda q: grad_loss(q, h, t), (p,), (tmap(lambda x: -(1 - m) * x, v_bar),))
+            v = tmap(lambda v, g: (v + (1 - m) * g) / m, v, g)
+            gamma_bar = vdot(v_bar, tmap(jnp.add, v, g))
+            return (p, v, tmap(jnp.add, w_bar, hvp), tmap(lambda x: m * x, v_bar)), (alpha_bar, gamma_bar)
+
+        ones = tmap(jnp.ones_like, params)
+        return jax.lax.scan(body, (params, ones, ones, tmap(jnp.zeros_like, params)), jnp.arange(T),
+                            reverse=True)[1]
+
+    return run
+
+
 def memory(w, params0, h, outer, T: int):
     """Bytes of the reversible run's state and buffer (the shapes the forward pass returns) and of a
     stored trajectory of weights + velocities; XLA's peak over the compiled forward and reverse passes."""
@@ -106,6 +138,7 @@ def main():
 
     plain = paired_ratio(rev, train, (params0, h), repeats=args.repeats)
     jitted = paired_ratio(rev_jit, train, (params0, h), repeats=args.repeats)
+    floor = paired_ratio(float_reverse_run(w, params0, h, T), train, (params0, h), repeats=args.repeats)
     result = hgrad.reversible_hypergrad(w.loss, outer, params0, h, T)
     print(f"\nT={T}, momentum 0.9: training {plain['base_time'] * 1e3:.1f} ms, reversible hypergradient "
           f"{plain['time'] * 1e3:.1f} ms (a plain call: its checks and the buffer's size on the host) and "
@@ -114,6 +147,9 @@ def main():
     print(f"  reversible / training = {plain['ratio']:.2f} [{plain['q1']:.2f}, {plain['q3']:.2f}] (plain call), "
           f"{jitted['ratio']:.2f} [{jitted['q1']:.2f}, {jitted['q3']:.2f}] (jitted)  (target <= 4; median "
           f"and quartiles over {args.repeats} repeats of training, reversible, reversible, training)")
+    print(f"  the float work alone: training + the reverse sweep's float work = 1 + {floor['ratio']:.2f} "
+          f"[{floor['q1']:.2f}, {floor['q3']:.2f}] = {1 + floor['ratio']:.2f} x training; the exact arithmetic "
+          f"adds the rest, {jitted['ratio'] - 1 - floor['ratio']:.2f} (jitted)")
 
     print(f"\n{'T':>6} {'w+v MiB':>8} {'buffer MiB':>10} {'words':>5} {'held bits/w/step':>18} {'XLA peak':>8} "
           f"{'traj f32':>9} {'ratio':>6} {'traj f64':>9} {'ratio':>6}")

@@ -13,7 +13,7 @@ from hgrad import towers
 from hgrad._checks import DivergenceError
 from hgrad.hypergrad import hypergrad, validate
 from hgrad.methods import Checkpointed, Forward, Method, Reverse, Truncated
-from hgrad.reversible import FixedPointOverflowError, reversible_hypergrad
+from hgrad.reversible import FixedPointOverflowError, ReversalError, reversible_hypergrad
 from hgrad.rtho import RTHOResult, rtho
 from hgrad.unroll import unroll
 
@@ -33,6 +33,7 @@ __all__ = [
     "DivergenceError",
     "reversible_hypergrad",
     "FixedPointOverflowError",
+    "ReversalError",
     "towers",
     "__version__",
 ]

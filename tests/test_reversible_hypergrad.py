@@ -141,6 +141,31 @@ def test_nonfinite_loss_names_its_step():
         reversible_hypergrad(bad_loss, outer, params0, _hparams(), T, momentum_bits=K)
 
 
+def _loss_that_changes_after_its_first_trace():
+    """A loss whose gradient differs between the sweeps: it reads Python state that changes once
+    it has been traced (the forward sweep traces it first), as a loss drawing fresh randomness on
+    each call, or a nondeterministic GPU reduction, would differ."""
+    traces = []
+
+    def changing(params, hparams, t):
+        traces.append(t)
+        tilt = 1e-9 if len(traces) > 1 else 0.0
+        return loss(params, hparams, t) + tilt * jnp.sum(params["w"])
+
+    return changing
+
+
+def test_a_reversal_that_is_not_exact_is_an_error():
+    h = _hparams()
+    with pytest.raises(hgrad.ReversalError, match="not restore w_0.*deterministic"):
+        reversible_hypergrad(_loss_that_changes_after_its_first_trace(), outer, params0, h, T, momentum_bits=K)
+    words = buffer_words_needed(h, params0(h), T, K)
+    run = jax.jit(lambda hh: reversible_hypergrad(_loss_that_changes_after_its_first_trace(), outer, params0, hh,
+                                                  T, momentum_bits=K, buffer_words=words).grads)
+    with pytest.raises(Exception, match="not restore w_0"):
+        jax.block_until_ready(run(h))
+
+
 def test_traced_momenta_need_an_explicit_buffer_size():
     h = _hparams()
     with pytest.raises(ValueError, match="pass buffer_words"):

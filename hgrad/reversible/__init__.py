@@ -8,6 +8,7 @@ with momentum without storing the trajectory.
 
 from hgrad.reversible.hypergrad import (
     FixedPointOverflowError,
+    ReversalError,
     ReversibleHparams,
     ReversibleResult,
     buffer_words_needed,
@@ -22,4 +23,5 @@ __all__ = [
     "init_hparams",
     "buffer_words_needed",
     "FixedPointOverflowError",
+    "ReversalError",
 ]

@@ -145,14 +145,6 @@ def _split(x: jax.Array, bits: int) -> tuple[jax.Array, jax.Array]:
     return q, x - q * 2.0 ** bits
 
 
-def _head_float(head: jax.Array) -> jax.Array:
-    return head.astype(jnp.float64)
-
-
-def _head(x: jax.Array) -> jax.Array:
-    return x.astype(jnp.uint32)
-
-
 def _spill(buf: InfoBuffer, needed: jax.Array) -> InfoBuffer:
     """If ``needed`` (a scalar), move the low 16 bits of every head onto the stack as one row.
 
@@ -189,9 +181,9 @@ def decay(buf: InfoBuffer, v: jax.Array, n: jax.Array, momentum_bits: int) -> tu
     n_min = jnp.min(n).astype(jnp.int64)
     buf = _spill(buf, buf.head_bound >= n_min << (32 - k))
     q, r = _split(v, k)
-    x, p = divmod_floor(_head_float(buf.head) * 2.0 ** k + r, n)
+    x, p = divmod_floor(buf.head.astype(jnp.float64) * 2.0 ** k + r, n)
     bound = ((buf.head_bound << k) + ((1 << k) - 1)) // n_min
-    return buf._replace(head=_head(x), steps=buf.steps + 1, head_bound=bound), q * n + p
+    return buf._replace(head=x.astype(jnp.uint32), steps=buf.steps + 1, head_bound=bound), q * n + p
 
 
 def undecay(buf: InfoBuffer, v: jax.Array, n: jax.Array, momentum_bits: int) -> tuple[InfoBuffer, jax.Array]:
@@ -200,12 +192,12 @@ def undecay(buf: InfoBuffer, v: jax.Array, n: jax.Array, momentum_bits: int) -> 
     k = momentum_bits
     n = jnp.asarray(n, jnp.float64)
     q, p = divmod_floor(v, n)
-    x, r = _split(_head_float(buf.head) * n + p, k)
+    x, r = _split(buf.head.astype(jnp.float64) * n + p, k)
     steps = buf.steps - 1
     top = jnp.maximum(buf.count - 1, 0)
     refill = (buf.count > 0) & (buf.written_at[top] == steps)
     x = jnp.where(refill, x * 2.0 ** WORD_BITS + buf.words[top].astype(jnp.float64), x)
-    buf = buf._replace(head=_head(x), count=buf.count - refill.astype(jnp.int32), steps=steps,
+    buf = buf._replace(head=x.astype(jnp.uint32), count=buf.count - refill.astype(jnp.int32), steps=steps,
                        head_bound=jnp.asarray((1 << 32) - 1, jnp.int64))
     return buf, q * 2.0 ** k + r
 

@@ -44,12 +44,17 @@ from hgrad.dynamics.hparams import log_positive, logit_unit
 from hgrad.reversible import buffer as B
 from hgrad.reversible import exact as E
 
-__all__ = ["ReversibleHparams", "ReversibleResult", "FixedPointOverflowError", "init_hparams",
+__all__ = ["ReversibleHparams", "ReversibleResult", "FixedPointOverflowError", "ReversalError", "init_hparams",
            "reversible_hypergrad"]
 
 
 class FixedPointOverflowError(OverflowError):
     """A weight, velocity or gradient term left the fixed-point range, or the buffer was full."""
+
+
+class ReversalError(RuntimeError):
+    """The reverse sweep did not end at the initial state bit for bit, so the hypergradient is not
+    exact: the gradient it recomputed differed from the forward sweep's at some step."""
 
 
 class ReversibleHparams(NamedTuple):
@@ -73,7 +78,7 @@ class ReversibleResult(NamedTuple):
         is :math:`\\log_2(1/\\gamma)` averaged over steps.
       buffer_capacity_bits: the memory allocated to the buffer (fixed-size arrays), in bits.
       exact: whether the reverse sweep ended exactly at :math:`w_0`, :math:`v_0 = 0` and an empty
-        buffer (it always should; ``False`` would mean the gradient was not recomputed bit for bit).
+        buffer: always ``True`` in a result that is returned (``False`` raises :class:`ReversalError`).
     """
 
     value: jax.Array
@@ -154,6 +159,8 @@ def reversible_hypergrad(loss: Callable, outer: Callable, params0: Any, hparams:
     Raises:
       hgrad.DivergenceError: the loss or its gradient became non-finite (naming the step).
       FixedPointOverflowError: a value left the fixed-point range (naming the step).
+      ReversalError: the reverse sweep did not restore the initial state bit for bit (the loss's
+        gradient was not recomputed identically: the loss must be deterministic).
     """
     num_steps = _checks.check_num_steps(num_steps)
     _checks.check_floating(hparams, "hparams")
@@ -193,7 +200,29 @@ def reversible_hypergrad(loss: Callable, outer: Callable, params0: Any, hparams:
         _checks.raise_if_diverged(diverged, num_steps, "training loss or gradient")
         _raise_if_overflowed(overflowed, num_steps, radix_bits, velocity_radix_bits)
         result = _reverse(config, hparams, init, state)
+        _on_host(_check_exact, result.exact)
         return result._replace(buffer_capacity_bits=sum(8 * B.memory_bytes(s.buffer) for s in state))
+
+
+def _on_host(check: Callable, value) -> None:
+    """``check(value)``, which raises on a failure: now if ``value`` is concrete, else as a host
+    callback when the compiled computation runs (the error then arrives wrapped in JAX's runtime
+    error, with its message)."""
+    if isinstance(value, jax.core.Tracer):
+        jax.debug.callback(check, value)
+    else:
+        check(value)
+
+
+def _check_exact(exact) -> None:
+    if not bool(np.asarray(exact)):
+        raise ReversalError(
+            "the reverse sweep did not restore w_0, v_0 = 0 and an empty buffer bit for bit, so the "
+            "hypergradient is not exact: the gradient recomputed at some step differed from the forward "
+            "sweep's. The loss must be a deterministic function of (params, hparams, t): no randomness "
+            "drawn anew on each call, no Python state that changes between traces, and on a GPU no "
+            "nondeterministic reductions (scatter-add, as in an embedding's gradient: set "
+            "XLA_FLAGS=--xla_gpu_deterministic_ops=true).")
 
 
 def _raise_if_overflowed(step, num_steps: int, radix_bits: int, velocity_radix_bits: int) -> None:
@@ -207,10 +236,7 @@ def _raise_if_overflowed(step, num_steps: int, radix_bits: int, velocity_radix_b
                 f"{velocity_radix_bits}), or the information buffer was full. Lower radix_bits or "
                 "velocity_radix_bits, or the step size, or pass a larger buffer_words.")
 
-    if isinstance(step, jax.core.Tracer):
-        jax.debug.callback(check, step)
-    else:
-        check(step)
+    _on_host(check, step)
 
 
 class _Problem(NamedTuple):
