@@ -36,7 +36,7 @@ import numpy as np
 import hgrad
 from hgrad.reversible import buffer as B
 from hgrad.reversible import hypergrad as R
-from workload import Workload, apply, init_params, paired_ratio, xent
+from workload import Workload, apply, init_params, paired_ratio, tree_vdot, xent
 
 
 def problem(T: int, batch: int, momentum: float):
@@ -73,20 +73,19 @@ def float_reverse_run(w: Workload, params0, h, T: int):
     adjoint updates, with the weights stepped back in float (inexactly: no fixed point, no buffer).
     Training plus this is what a reversal costs before its exact arithmetic."""
     grad_loss = jax.grad(w.loss, argnums=(0, 1))
-    tmap, vdot = jax.tree.map, lambda a, b: sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a),
-                                                                                 jax.tree.leaves(b)))
+    tmap = jax.tree.map
 
     @jax.jit
     def run(params, h):
         def body(carry, t):
             p, v, w_bar, v_bar = carry
             a, m = jnp.exp(h.log_lr[t]), jax.nn.sigmoid(h.logit_momentum[t])
-            alpha_bar = vdot(w_bar, v)
+            alpha_bar = tree_vdot(w_bar, v)
             p = tmap(lambda p, v: p - a * v, p, v)
             v_bar = tmap(lambda vb, wb: vb + a * wb, v_bar, w_bar)
             (g, _), (hvp, _) = jax.jvp(lambda q: grad_loss(q, h, t), (p,), (tmap(lambda x: -(1 - m) * x, v_bar),))
             v = tmap(lambda v, g: (v + (1 - m) * g) / m, v, g)
-            gamma_bar = vdot(v_bar, tmap(jnp.add, v, g))
+            gamma_bar = tree_vdot(v_bar, tmap(jnp.add, v, g))
             return (p, v, tmap(jnp.add, w_bar, hvp), tmap(lambda x: m * x, v_bar)), (alpha_bar, gamma_bar)
 
         ones = tmap(jnp.ones_like, params)

@@ -33,7 +33,7 @@ import optax
 
 import hgrad.data
 import hgrad.towers as ht
-from workload import paired_ratio, warm_time, xent
+from workload import paired_ratio, tree_vdot, warm_time, xent
 
 WORKLOADS = {
     "Baydin MLP 784-1000-1000-10 ReLU, batch 128": ((784, 1000, 1000, 10), jax.nn.relu, 128),
@@ -78,10 +78,6 @@ def trainer(tx, activation, xs, ys):
     return train
 
 
-def _dot(a, b):
-    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-
-
 def minimal_sgd_hd(lr, beta):
     """Baydin et al.'s SGD-HD written directly: the state is the rate and the last gradient."""
 
@@ -90,7 +86,7 @@ def minimal_sgd_hd(lr, beta):
 
     def update(grads, state, params=None):
         rate, prev = state
-        rate = rate + beta * _dot(grads, prev)
+        rate = rate + beta * tree_vdot(grads, prev)
         return jax.tree.map(lambda g: -rate * g, grads), (rate, grads)
 
     return optax.GradientTransformation(init, update)
@@ -105,7 +101,7 @@ def minimal_adam_hd(lr, beta, b1=0.9, b2=0.999, eps=1e-8):
 
     def update(grads, state, params=None):
         count, mu, nu, rate, prev = state
-        rate = rate + beta * _dot(grads, prev)
+        rate = rate + beta * tree_vdot(grads, prev)
         count = count + 1
         mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, mu, grads)
         nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, nu, grads)

@@ -67,6 +67,11 @@ class Workload:
         return xent(apply(state.params, self.x_val), self.y_val)
 
 
+def tree_vdot(a, b) -> jax.Array:
+    """The dot product of two pytrees of arrays with the same structure."""
+    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
 def median_time(fn: Callable, *args, repeats: int = 7) -> float:
     """Median wall time of ``fn(*args)`` (blocked until ready) after one warm-up call."""
     jax.block_until_ready(fn(*args))

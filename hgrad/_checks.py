@@ -15,7 +15,7 @@ Two kinds of problems are caught:
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -168,6 +168,16 @@ def _host_raise(bad_step, num_steps: int, what: str) -> None:
     diverged = bad[bad != NO_DIVERGENCE]
     if diverged.size:
         raise DivergenceError(int(diverged.min()), num_steps, what)
+
+
+def on_host(check: Callable[..., None], *args) -> None:
+    """``check(*args)``, which raises on a failure: now if the arguments are concrete, else as a
+    host callback that raises when the compiled computation runs (the error then arrives wrapped in
+    JAX's runtime error, with its message)."""
+    if all(_is_concrete(x) for x in args):
+        check(*args)
+    else:
+        jax.debug.callback(check, *args)
 
 
 def raise_if_diverged(bad_step: jax.Array, num_steps: int, what: str = "state") -> None:

@@ -200,18 +200,8 @@ def reversible_hypergrad(loss: Callable, outer: Callable, params0: Any, hparams:
         _checks.raise_if_diverged(diverged, num_steps, "training loss or gradient")
         _raise_if_overflowed(overflowed, num_steps, radix_bits, velocity_radix_bits)
         result = _reverse(config, hparams, init, state)
-        _on_host(_check_exact, result.exact)
+        _checks.on_host(_check_exact, result.exact)
         return result._replace(buffer_capacity_bits=sum(8 * B.memory_bytes(s.buffer) for s in state))
-
-
-def _on_host(check: Callable, value) -> None:
-    """``check(value)``, which raises on a failure: now if ``value`` is concrete, else as a host
-    callback when the compiled computation runs (the error then arrives wrapped in JAX's runtime
-    error, with its message)."""
-    if isinstance(value, jax.core.Tracer):
-        jax.debug.callback(check, value)
-    else:
-        check(value)
 
 
 def _check_exact(exact) -> None:
@@ -236,7 +226,7 @@ def _raise_if_overflowed(step, num_steps: int, radix_bits: int, velocity_radix_b
                 f"{velocity_radix_bits}), or the information buffer was full. Lower radix_bits or "
                 "velocity_radix_bits, or the step size, or pass a larger buffer_words.")
 
-    _on_host(check, step)
+    _checks.on_host(check, step)
 
 
 class _Problem(NamedTuple):
