@@ -11,7 +11,9 @@ Prints, in one run:
   * time of hgrad.reversible_hypergrad / time of the training run alone (float32 scan, same loss,
     same convention), within each repeat (training, reversible, reversible, training; the median
     over repeats; target <= 4): as a plain call, and inside jax.jit with the buffer's size given
-    (no host work between the sweeps), as the jitted training run is timed; and beside it the
+    (no host work between the sweeps), as the jitted training run is timed, with the program that
+    is the default on this backend (two loops on a CPU, one on an accelerator) and with the other;
+    and beside it the
     float work alone (training plus the reverse sweep's gradients, Hessian-vector products, dot
     products and adjoint updates in float32, without exact arithmetic), the floor of any reversal;
   * memory: the reversible run's state (weights + velocities, 64 bits each) and buffer (allocated, and the
@@ -97,20 +99,22 @@ def float_reverse_run(w: Workload, params0, h, T: int):
 
 def memory(w, params0, h, outer, T: int):
     """Bytes of the reversible run's state and buffer (the shapes the forward pass returns) and of a
-    stored trajectory of weights + velocities; XLA's peak over the compiled forward and reverse passes."""
+    stored trajectory of weights + velocities; XLA's peak over the compiled forward and reverse passes
+    (two loops), and over the one loop that runs both (``single_loop=True``)."""
     with jax.enable_x64(True):
         words = R.buffer_words_needed(h, params0, T, 16)
         config = (w.loss, outer, None, T, 41, 47, 16, words)
         fwd = R._forward.lower(config, h, params0).compile().memory_analysis()  # noqa: SLF001
         states = jax.eval_shape(lambda: R._forward(config, h, params0)[0])  # noqa: SLF001
         rev = R._reverse.lower(config, h, params0, states).compile().memory_analysis()  # noqa: SLF001
+        one = R._sweeps.lower(config, h, params0).compile().memory_analysis()  # noqa: SLF001
     n = sum(x.size for x in jax.tree.leaves(params0))
     weights_bytes = sum(s.w.size * s.w.dtype.itemsize + s.v.size * s.v.dtype.itemsize for s in states)
     buffer_bytes = sum(B.memory_bytes(s.buffer) for s in states)
-    peak = max(a.temp_size_in_bytes + a.argument_size_in_bytes + a.output_size_in_bytes
-               - a.alias_size_in_bytes for a in (fwd, rev))
-    return dict(n=n, weights=weights_bytes, buffer=buffer_bytes, peak=peak, words=words,
-                trajectory32=T * 2 * 4 * n, trajectory64=T * 2 * 8 * n)
+    peak = lambda *analyses: max(a.temp_size_in_bytes + a.argument_size_in_bytes + a.output_size_in_bytes  # noqa: E731
+                                 - a.alias_size_in_bytes for a in analyses)
+    return dict(n=n, weights=weights_bytes, buffer=buffer_bytes, peak=peak(fwd, rev), peak_one=peak(one),
+                words=words, trajectory32=T * 2 * 4 * n, trajectory64=T * 2 * 8 * n)
 
 
 def main():
@@ -132,11 +136,13 @@ def main():
     with jax.enable_x64(True):
         words = R.buffer_words_needed(h, params0, T, 16)
     # traced with 64-bit types off, as a user's float32 hyper-step is: the sweeps switch them on inside
-    rev_jit = jax.jit(lambda p, hh: hgrad.reversible_hypergrad(w.loss, outer, p, hh, T,
-                                                               buffer_words=words).grads)
+    rev_jit = lambda one: jax.jit(lambda p, hh: hgrad.reversible_hypergrad(  # noqa: E731
+        w.loss, outer, p, hh, T, buffer_words=words, single_loop=one).grads)
+    default_one = jax.default_backend() != "cpu"  # reversible_hypergrad's default
 
     plain = paired_ratio(rev, train, (params0, h), repeats=args.repeats)
-    jitted = paired_ratio(rev_jit, train, (params0, h), repeats=args.repeats)
+    jitted = paired_ratio(rev_jit(default_one), train, (params0, h), repeats=args.repeats)
+    other = paired_ratio(rev_jit(not default_one), train, (params0, h), repeats=args.repeats)
     floor = paired_ratio(float_reverse_run(w, params0, h, T), train, (params0, h), repeats=args.repeats)
     result = hgrad.reversible_hypergrad(w.loss, outer, params0, h, T)
     print(f"\nT={T}, momentum 0.9: training {plain['base_time'] * 1e3:.1f} ms, reversible hypergradient "
@@ -146,12 +152,15 @@ def main():
     print(f"  reversible / training = {plain['ratio']:.2f} [{plain['q1']:.2f}, {plain['q3']:.2f}] (plain call), "
           f"{jitted['ratio']:.2f} [{jitted['q1']:.2f}, {jitted['q3']:.2f}] (jitted)  (target <= 4; median "
           f"and quartiles over {args.repeats} repeats of training, reversible, reversible, training)")
+    names = {True: "one loop", False: "two loops"}
+    print(f"  the default here is {names[default_one]} (single_loop={default_one}); with {names[not default_one]} "
+          f"(single_loop={not default_one}), jitted: {other['ratio']:.2f} [{other['q1']:.2f}, {other['q3']:.2f}]")
     print(f"  the float work alone: training + the reverse sweep's float work = 1 + {floor['ratio']:.2f} "
           f"[{floor['q1']:.2f}, {floor['q3']:.2f}] = {1 + floor['ratio']:.2f} x training; the exact arithmetic "
           f"adds the rest, {jitted['ratio'] - 1 - floor['ratio']:.2f} (jitted)")
 
     print(f"\n{'T':>6} {'w+v MiB':>8} {'buffer MiB':>10} {'words':>5} {'held bits/w/step':>18} {'XLA peak':>8} "
-          f"{'traj f32':>9} {'ratio':>6} {'traj f64':>9} {'ratio':>6}")
+          f"{'1 loop':>7} {'traj f32':>9} {'ratio':>6} {'traj f64':>9} {'ratio':>6}")
     for T in args.steps:
         w, params0, h, outer = problem(T, args.batch, 0.9)
         m = memory(w, params0, h, outer, T)
@@ -163,10 +172,11 @@ def main():
         ours = m["weights"] + m["buffer"]
         mib = lambda b: f"{b / 2**20:.2f}"  # noqa: E731
         print(f"{T:>6} {mib(m['weights']):>8} {mib(m['buffer']):>10} {m['words']:>5} {held:>18} {mib(m['peak']):>8} "
-              f"{mib(m['trajectory32']):>9} {m['trajectory32'] / ours:>6.1f} {mib(m['trajectory64']):>9} "
+              f"{mib(m['peak_one']):>7} {mib(m['trajectory32']):>9} {m['trajectory32'] / ours:>6.1f} {mib(m['trajectory64']):>9} "
               f"{m['trajectory64'] / ours:>6.1f}")
     print("  MiB; ratio = trajectory / (w+v + buffer), target >= 50; words = 16-bit words per weight "
-          f"allocated from the bound. log2(1/0.9) = {np.log2(1 / 0.9):.4f} bits")
+          "allocated from the bound; XLA peak: two loops (the larger sweep), 1 loop: single_loop=True."
+          f" log2(1/0.9) = {np.log2(1 / 0.9):.4f} bits")
 
     print(f"\n{'momentum':>9} {'bits/w/step':>12} {'log2(1/g)':>10} {'ratio':>6}")
     for g in args.momenta:

@@ -18,6 +18,15 @@ def central_difference(f, x, direction, eps=None):
     return (float(f(plus)) - float(f(minus))) / (2 * eps)
 
 
+def derivative(f, eps=None) -> float:
+    """``f'(0)`` of a scalar function of a real shift by the fourth-order central difference,
+    ``(8 (f(e) - f(-e)) - (f(2e) - f(-2e))) / (12 e)``: truncation error O(e^4), rounding error about
+    eps_machine |f| / e, balanced at e = eps_machine**(1/5) (about 1e-13 relative, against 1e-11 for
+    the two-point difference, whose error alone can exceed a 1e-6 tolerance on a small derivative)."""
+    eps = float(jnp.finfo(jnp.float64).eps) ** 0.2 if eps is None else eps
+    return (8 * (float(f(eps)) - float(f(-eps))) - (float(f(2 * eps)) - float(f(-2 * eps)))) / (12 * eps)
+
+
 def random_direction(tree, seed):
     """A random unit-norm pytree shaped like ``tree``."""
     leaves, treedef = jax.tree.flatten(tree)

@@ -50,12 +50,13 @@ def test_reversible_benchmark():
     assert "exact reversal: True" in out
     _ratios(rf"reversible / training = ({NUMBER})", out)
     _ratios(rf"\(plain call\), ({NUMBER})", out)
+    _ratios(rf"jitted: ({NUMBER})", out)  # the other program (one loop here)
     _ratios(rf"= 1 \+ ({NUMBER})", out)  # the float work alone
     # memory at T = 100: state + buffer against the float32 and float64 trajectories
     row = re.search(rf"^\s+100\s+({NUMBER})\s+({NUMBER})\s+(\d+)\s+({NUMBER}) \(\d+ s\)\s+({NUMBER})"
-                    rf"\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})$", out, re.M)
+                    rf"\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})$", out, re.M)
     assert row, out
-    state, buffer, _, held, _, traj32, ratio32, traj64, ratio64 = map(float, row.groups())
+    state, buffer, _, held, _, _, traj32, ratio32, traj64, ratio64 = map(float, row.groups())
     assert ratio32 == pytest.approx(traj32 / (state + buffer), rel=0.01)
     assert ratio64 == pytest.approx(2 * ratio32, rel=0.01)
     assert held == pytest.approx(math.log2(1 / 0.9), abs=1e-4)  # the memory table runs at 0.9
@@ -66,6 +67,12 @@ def test_reversible_benchmark():
         bits, bound, _ = map(float, row.groups())
         assert bound == pytest.approx(math.log2(2**16 / round(g * 2**16)), abs=1e-4)
         assert bound * 0.999 <= bits <= 1.1 * bound + 0.01
+
+
+def test_reversal_exactness_benchmark():
+    out = _run("reversal_exactness.py", "--sizes", "4,3", "--batches", "5")
+    assert re.search(r"^\s+float32\s+4,3\s+5\s+True\s+True$", out, re.M), out
+    assert "not exact: two loops 0 of 2, one loop 0 of 2" in out, out  # on a CPU neither program fails
 
 
 def test_checkpoint_memory_benchmark():

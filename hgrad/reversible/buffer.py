@@ -53,7 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["InfoBuffer", "empty", "decay", "undecay", "size_in_bits", "memory_bytes", "step_bits",
+__all__ = ["InfoBuffer", "empty", "decay", "undecay", "needs_spill", "spill", "size_in_bits", "memory_bytes", "step_bits",
            "words_needed", "divmod_floor", "HEAD_LOW", "WORD_BITS", "MIN_MOMENTUM_BITS", "MAX_MOMENTUM_BITS"]
 
 WORD_BITS = 16
@@ -145,7 +145,14 @@ def _split(x: jax.Array, bits: int) -> tuple[jax.Array, jax.Array]:
     return q, x - q * 2.0 ** bits
 
 
-def _spill(buf: InfoBuffer, needed: jax.Array) -> InfoBuffer:
+def needs_spill(buf: InfoBuffer, n: jax.Array, momentum_bits: int) -> jax.Array:
+    """Whether the heads could outgrow 32 bits at the next decay by ``n`` (their bound says so):
+    then :func:`spill` must move their low 16 bits to the stack first (:func:`decay` does)."""
+    n_min = jnp.min(jnp.asarray(n, jnp.float64)).astype(jnp.int64)
+    return buf.head_bound >= n_min << (32 - momentum_bits)
+
+
+def spill(buf: InfoBuffer, needed: jax.Array) -> InfoBuffer:
     """If ``needed`` (a scalar), move the low 16 bits of every head onto the stack as one row.
 
     The row is written either way, at ``count``: without a spill it lands in a free row (or the
@@ -163,7 +170,8 @@ def _spill(buf: InfoBuffer, needed: jax.Array) -> InfoBuffer:
     )
 
 
-def decay(buf: InfoBuffer, v: jax.Array, n: jax.Array, momentum_bits: int) -> tuple[InfoBuffer, jax.Array]:
+def decay(buf: InfoBuffer, v: jax.Array, n: jax.Array, momentum_bits: int, *,
+          spilled: bool = False) -> tuple[InfoBuffer, jax.Array]:
     """Multiply the fixed-point integers ``v`` by :math:`n / 2^k` exactly, keeping the lost bits.
 
     Args:
@@ -172,6 +180,8 @@ def decay(buf: InfoBuffer, v: jax.Array, n: jax.Array, momentum_bits: int) -> tu
       n: numerators in :math:`[2, 2^k)`, per element or a scalar (one per buffer is what keeps
         the heads in step and the buffer dense), integers held in float64.
       momentum_bits: :math:`k` (16; see ``MIN_MOMENTUM_BITS``).
+      spilled: the caller has already called ``spill(buf, needs_spill(buf, n, momentum_bits))``
+        (so that the stack, written only there, can stay out of the rest).
     Returns:
       The buffer and :math:`q n + p` with :math:`q = \\lfloor v / 2^k \\rfloor` and :math:`p < n`
       taken from the buffer.
@@ -179,7 +189,8 @@ def decay(buf: InfoBuffer, v: jax.Array, n: jax.Array, momentum_bits: int) -> tu
     k = momentum_bits
     n = jnp.asarray(n, jnp.float64)
     n_min = jnp.min(n).astype(jnp.int64)
-    buf = _spill(buf, buf.head_bound >= n_min << (32 - k))
+    if not spilled:
+        buf = spill(buf, needs_spill(buf, n, k))
     q, r = _split(v, k)
     x, p = divmod_floor(buf.head.astype(jnp.float64) * 2.0 ** k + r, n)
     bound = ((buf.head_bound << k) + ((1 << k) - 1)) // n_min

@@ -109,7 +109,7 @@ def _out_of_range(*values: jax.Array) -> jax.Array:
 
 
 def step(state: ExactState, grad: jax.Array, alpha: jax.Array, n: jax.Array, *, momentum_bits: int,
-         radix_bits: int, velocity_radix_bits: int) -> tuple[ExactState, jax.Array]:
+         radix_bits: int, velocity_radix_bits: int, spilled: bool = False) -> tuple[ExactState, jax.Array]:
     """One exact step: decay the velocity by :math:`n / 2^k`, subtract the gradient term, move.
 
     Args:
@@ -117,11 +117,13 @@ def step(state: ExactState, grad: jax.Array, alpha: jax.Array, n: jax.Array, *, 
       grad: :math:`\\nabla L(w_t)`, float, one entry per weight.
       alpha: the step size per weight (or a scalar), float.
       n: the momentum numerators per weight (or a scalar), from :func:`momentum_numerator`.
+      spilled: the buffer has already been spilled for this step (see
+        :func:`hgrad.reversible.buffer.decay`).
     Returns:
       The state at :math:`t + 1`, and a mask, one entry per weight, set where the step overflowed
       the fixed-point range (a non-finite gradient included) or the buffer was full.
     """
-    buffer, v = B.decay(state.buffer, state.v, n, momentum_bits)
+    buffer, v = B.decay(state.buffer, state.v, n, momentum_bits, spilled=spilled)
     dv = _gradient_term(grad, n, momentum_bits, velocity_radix_bits)
     v = v - _round(dv)
     dw = _position_term(v, alpha, radix_bits, velocity_radix_bits)

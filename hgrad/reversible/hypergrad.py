@@ -22,6 +22,15 @@ whose primal output is the gradient the reversal needs. Memory holds the current
 adjoints and the buffer: it does not grow with a stored trajectory, only with the buffer, by about
 :math:`\log_2(1/\gamma)` bits per weight and step.
 
+Exact reversal needs the gradient recomputed at :math:`w_t` in the reverse sweep to equal the forward
+sweep's bit for bit. XLA compiles a computation by its context (what it fuses with, how it tiles a
+sum), so two loops, one per sweep, need not compute the same gradient in the last bit: on an H100
+10 of 32 small MLPs (float32 and float64) did not reverse exactly that way. With ``single_loop`` both
+sweeps are the iterations of one loop whose body evaluates the gradient once for either direction,
+which makes the two equal by construction (see :func:`_sweeps`); it is the default on accelerators.
+On a CPU, where the two-loop program has reversed every model tried and costs less, two loops are
+the default. Either way the result is checked, and an inexact reversal raises :class:`ReversalError`.
+
 The hyperparameters (:class:`ReversibleHparams`): log step sizes and logit momenta, each a scalar, a
 per-step schedule, or a pytree prefix of the parameters (per parameter group, e.g. per layer and
 separately for weights and biases) of either; the training loss's hyperparameters (per-weight L2
@@ -133,7 +142,8 @@ def buffer_words_needed(hparams: ReversibleHparams, params: Any, num_steps: int,
 
 def reversible_hypergrad(loss: Callable, outer: Callable, params0: Any, hparams: ReversibleHparams,
                          num_steps: int, *, radix_bits: int = 41, velocity_radix_bits: int = 47,
-                         momentum_bits: int = 16, buffer_words: int | None = None) -> ReversibleResult:
+                         momentum_bits: int = 16, buffer_words: int | None = None,
+                         single_loop: bool | None = None) -> ReversibleResult:
     """The hypergradient of ``outer(w_T, hparams)`` through reversible SGD with momentum.
 
     Args:
@@ -155,6 +165,15 @@ def reversible_hypergrad(loss: Callable, outer: Callable, params0: Any, hparams:
         only value the buffer's bounds allow).
       buffer_words: 16-bit words per weight for the buffer's stack; by default the bound
         computed from the momenta (which must then be concrete; see :func:`buffer_words_needed`).
+      single_loop: run both sweeps as one loop whose body evaluates the loss's gradient once for
+        both directions, so that the reverse sweep recomputes it bit for bit by construction
+        (:func:`_sweeps`), or as two loops, one per sweep, which XLA compiles separately. By default
+        one loop on an accelerator and two on a CPU. Two loops rely on XLA compiling the gradient
+        alike in both; on an H100 (jax 0.11.2) 10 of 32 small MLPs tried, float32 and float64, did
+        not reverse exactly that way (``ReversalError``), and none in one loop. On a CPU no model
+        tried has failed with two loops, and one loop costs more there: its switch between the
+        directions copies the state each step (5.6x the training run against 4.5x for two loops,
+        benchmarks/reversible.py's workload; on the H100 9.2x against 5.4x).
 
     Raises:
       hgrad.DivergenceError: the loss or its gradient became non-finite (naming the step).
@@ -186,7 +205,12 @@ def reversible_hypergrad(loss: Callable, outer: Callable, params0: Any, hparams:
         config = (loss, outer, params0 if callable(params0) else None, num_steps, radix_bits,
                   velocity_radix_bits, momentum_bits, int(buffer_words))
         init = None if callable(params0) else params0
-        state, failed = _forward(config, hparams, init)
+        if single_loop is None:
+            single_loop = jax.default_backend() != "cpu"
+        if single_loop:
+            result, failed = _sweeps(config, hparams, init)
+        else:
+            state, failed = _forward(config, hparams, init)
         if isinstance(failed, jax.core.Tracer):
             no_failure = (jnp.asarray(_checks.NO_DIVERGENCE, jnp.int32),) * 2
             diverged, overflowed = jax.lax.cond(failed, lambda: _diagnose(config, hparams, init),
@@ -199,9 +223,12 @@ def reversible_hypergrad(loss: Callable, outer: Callable, params0: Any, hparams:
             diverged = overflowed = _checks.NO_DIVERGENCE
         _checks.raise_if_diverged(diverged, num_steps, "training loss or gradient")
         _raise_if_overflowed(overflowed, num_steps, radix_bits, velocity_radix_bits)
-        result = _reverse(config, hparams, init, state)
+        if not single_loop:
+            result = _reverse(config, hparams, init, state)
         _checks.on_host(_check_exact, result.exact)
-        return result._replace(buffer_capacity_bits=sum(8 * B.memory_bytes(s.buffer) for s in state))
+        capacity = sum(8 * B.memory_bytes(jax.eval_shape(functools.partial(B.empty, int(np.size(x)), int(buffer_words))))
+                       for x in jax.tree.leaves(template))
+        return result._replace(buffer_capacity_bits=capacity)
 
 
 def _check_exact(exact) -> None:
@@ -210,9 +237,10 @@ def _check_exact(exact) -> None:
             "the reverse sweep did not restore w_0, v_0 = 0 and an empty buffer bit for bit, so the "
             "hypergradient is not exact: the gradient recomputed at some step differed from the forward "
             "sweep's. The loss must be a deterministic function of (params, hparams, t): no randomness "
-            "drawn anew on each call, no Python state that changes between traces, and on a GPU no "
-            "nondeterministic reductions (scatter-add, as in an embedding's gradient: set "
-            "XLA_FLAGS=--xla_gpu_deterministic_ops=true).")
+            "drawn anew on each call (from a host callback, say), and on a GPU no nondeterministic "
+            "reductions (scatter-add, as in an embedding's gradient: set "
+            "XLA_FLAGS=--xla_gpu_deterministic_ops=true). With single_loop=False (the default on a CPU), "
+            "XLA may also have compiled the gradient differently in the two sweeps: pass single_loop=True.")
 
 
 def _raise_if_overflowed(step, num_steps: int, radix_bits: int, velocity_radix_bits: int) -> None:
@@ -382,3 +410,153 @@ def _reverse(config, hparams, init, final_states):
         bits_per_weight_per_step=bits / (num_weights * num_steps),
         buffer_capacity_bits=0, exact=exact,  # set outside jit, where it stays a Python int
     )
+
+
+class _Carry(NamedTuple):
+    """What the loop of :func:`_sweeps` carries: the exact state, the forward sweep's failure flags,
+    and what the reverse sweep accumulates (zeros until the turn)."""
+
+    states: list  # one ExactState per parameter leaf
+    finite: jax.Array  # every training loss so far was finite
+    masks: list  # per weight: some step overflowed there
+    value: jax.Array  # E(w_T)
+    final_params: Any  # w_T
+    buffer_bits: jax.Array  # held in the buffer at the turn
+    w_bar: list
+    v_bar: list
+    h_bar: Any
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _sweeps(config, hparams, init):
+    """Both sweeps, as the 2T iterations of one loop whose body evaluates the training loss (``single_loop``).
+
+    Exact reversal needs the gradient recomputed at :math:`w_t` in the reverse sweep to equal the
+    forward sweep's bit for bit. Nothing promises that of two differently compiled programs, or of
+    two places in one: XLA fuses and tiles a computation by its context, which changes the order of
+    its sums (on a GPU a third of small float32 and float64 MLPs tried did not reverse exactly with
+    one loop per sweep). So the loss and its gradient appear once in the program, at the top of the
+    loop body, linearized (:func:`jax.linearize`) so that the reverse sweep gets :math:`H_t \bar v`
+    and the mixed term from the same evaluation without recomputing it; a switch then takes the
+    forward step (iterations :math:`i < T`, step :math:`t = i`; the last one also takes the outer
+    gradient and restores :math:`w_{T-1}`) or the reverse step (:math:`t = 2T - 1 - i`, which ends by
+    restoring :math:`w_{t-1}`, so that the next iteration's gradient is taken at the restored
+    weights). The step sizes and momenta of all steps are computed once, before the loop, for the
+    same reason. Returns the result and whether the forward sweep failed (a non-finite loss or a
+    fixed-point overflow)."""
+    loss, outer, params0_fn, num_steps, radix_bits, velocity_radix_bits, momentum_bits, words = config
+    problem = _setup(config, hparams, init)
+    kw = dict(radix_bits=radix_bits, velocity_radix_bits=velocity_radix_bits)
+    ts = jnp.arange(num_steps, dtype=jnp.int32)
+    (alphas, gammas), rates_vjp = jax.vjp(lambda h: jax.vmap(lambda t: _rates(h, problem, t))(ts), hparams)
+    numerators = [E.momentum_numerator(g, momentum_bits) for g in gammas]
+    fixed = [E.to_fixed(x, radix_bits) for x in _flat(problem.params0)]
+    bad0 = functools.reduce(jnp.logical_or, [bad for _, bad in fixed])
+    as_float = functools.partial(_model_float, problem, radix_bits=velocity_radix_bits)  # velocities
+    zeros = [jnp.zeros(w.shape, problem.dtype) for w, _ in fixed]
+
+    def restore_position(states, t, where=True):
+        """``states`` with :math:`w_t` restored from :math:`w_{t+1}` and :math:`v_{t+1}` (where ``where``)."""
+        return [s._replace(w=jnp.where(where, E.unstep_position(s, a[t], **kw).w, s.w))
+                for s, a in zip(states, alphas)]
+
+    def forward(c: _Carry, t, value, grads, lin) -> tuple[_Carry, list]:
+        stepped = [E.step(s, g, a[t], n[t], momentum_bits=momentum_bits, spilled=True, **kw)
+                   for s, g, a, n in zip(c.states, grads, alphas, numerators)]
+        return c._replace(states=[s for s, _ in stepped], finite=c.finite & jnp.isfinite(value)), \
+            [bad for _, bad in stepped]
+
+    def turn(c: _Carry, t, value, grads, lin) -> tuple[_Carry, list]:
+        c, bad = forward(c, t, value, grads, lin)
+        final_params = _as_params(problem, c.states, radix_bits)
+        value, (w_bar, h_bar) = jax.value_and_grad(outer, argnums=(0, 1))(final_params, hparams)
+        return c._replace(states=restore_position(c.states, num_steps - 1), value=value,
+                          final_params=final_params, buffer_bits=buffer_bits(c.states),
+                          w_bar=[x.astype(problem.dtype) for x in _flat(w_bar)], h_bar=h_bar), bad
+
+    def reverse(c: _Carry, t, value, grads, lin) -> tuple[_Carry, list, tuple]:
+        # c.states holds w_t (restored) and v_{t+1}; grads is the gradient at w_t
+        v_next = [as_float(s.v) for s in c.states]
+        alpha_bar = [jnp.vdot(wb, v).astype(a.dtype) for wb, v, a in zip(c.w_bar, v_next, alphas)]
+        alpha_t, gamma_t = ([x[t].astype(problem.dtype) for x in xs] for xs in (alphas, gammas))
+        v_bar = [vb + a * wb for vb, a, wb in zip(c.v_bar, alpha_t, c.w_bar)]
+        tangent = jax.tree.unflatten(problem.treedef, [
+            (-(1 - m) * vb).reshape(shape) for m, vb, shape in zip(gamma_t, v_bar, problem.shapes)])
+        _, (hvp, mixed) = lin(tangent)
+        unstepped = [E.unstep_velocity(s, g, n[t], momentum_bits=momentum_bits,
+                                       velocity_radix_bits=velocity_radix_bits)
+                     for s, g, n in zip(c.states, grads, numerators)]
+        states = [s for s, _ in unstepped]
+        gamma_bar = [jnp.vdot(vb, as_float(s.v) + g).astype(m.dtype)
+                     for vb, s, g, m in zip(v_bar, states, grads, gammas)]
+        c = c._replace(states=restore_position(states, jnp.maximum(t - 1, 0), where=t > 0),
+                       w_bar=[wb + hv for wb, hv in zip(c.w_bar, _flat(hvp))],
+                       v_bar=[m * vb for m, vb in zip(gamma_t, v_bar)],
+                       h_bar=jax.tree.map(jnp.add, c.h_bar, mixed))
+        return c, [bad for _, bad in unstepped], (alpha_bar, gamma_bar)
+
+    def buffer_bits(states):
+        return sum(jnp.sum(B.size_in_bits(s.buffer)) for s in states)
+
+    no_rate_bars = ([jnp.zeros((), a.dtype) for a in alphas], [jnp.zeros((), g.dtype) for g in gammas])
+
+    def without_stacks(c: _Carry) -> _Carry:
+        """``c`` without the buffers' stacks and the overflow masks: the switch neither writes nor
+        returns them, so XLA need not copy them into its result at each step (the stack is
+        written only by the spill before the switch, and read there by the reverse step)."""
+        return c._replace(states=[s._replace(buffer=s.buffer._replace(words=None, written_at=None))
+                                  for s in c.states], masks=None)
+
+    def body(c: _Carry, i):
+        forward_ = i < num_steps
+        t = jnp.where(forward_, i, 2 * num_steps - 1 - i)
+        params = _as_params(problem, c.states, radix_bits)
+        (value, (grads, _)), lin = jax.linearize(
+            lambda w: jax.value_and_grad(loss, argnums=(0, 1))(w, hparams, t), params)
+        # Computed once, before the switch: the barrier keeps XLA from moving any part of it into
+        # the branches (where each branch would compute that part its own way).
+        value, grads, lin = jax.lax.optimization_barrier((value, _flat(grads), lin))
+        c = c._replace(states=[s._replace(buffer=B.spill(s.buffer, forward_ & B.needs_spill(s.buffer, n[t], momentum_bits)))
+                               for s, n in zip(c.states, numerators)])
+        def branch(take):
+            def run(c):
+                c, bad, *rate_bars = take(c, t, value, grads, lin)
+                return without_stacks(c), bad, (rate_bars[0] if rate_bars else no_rate_bars)
+            return run
+
+        index = jnp.where(i < num_steps - 1, 0, jnp.where(i == num_steps - 1, 1, 2))
+        light, bad, rate_bars = jax.lax.switch(index, [branch(forward), branch(turn), branch(reverse)], c)
+        states = [s._replace(buffer=s.buffer._replace(words=old.buffer.words, written_at=old.buffer.written_at))
+                  for s, old in zip(light.states, c.states)]
+        masks = [m | (forward_ & b) for m, b in zip(c.masks, bad)]
+        return light._replace(states=states, masks=masks), rate_bars
+
+    outer_shape = jax.eval_shape(outer, problem.params0, hparams)
+    carry0 = _Carry(
+        states=[E.ExactState(w, jnp.zeros_like(w), B.empty(w.size, words)) for w, _ in fixed],
+        finite=jnp.asarray(True), masks=[jnp.zeros(w.shape, bool) for w, _ in fixed],
+        value=jnp.zeros(outer_shape.shape, outer_shape.dtype),
+        final_params=jax.tree.map(lambda x: jnp.zeros(jnp.shape(x), problem.dtype), problem.params0),
+        buffer_bits=jnp.zeros((), jnp.float64),  # B.size_in_bits's type
+        w_bar=zeros, v_bar=zeros, h_bar=jax.tree.map(jnp.zeros_like, hparams))
+    c, (alpha_bars, gamma_bars) = jax.lax.scan(body, carry0, jnp.arange(2 * num_steps, dtype=jnp.int32))
+    failed = ~c.finite | bad0 | jnp.any(jnp.stack([jnp.any(m) for m in c.masks]))
+    # The step sizes' and momenta's share, for all steps at once (per step it would cost O(T) each
+    # step for schedules): the adjoints of every step's rates (the reverse iterations, last step
+    # first), pulled back to the hyperparameters.
+    (h_rates,) = rates_vjp(([x[num_steps:][::-1] for x in alpha_bars], [x[num_steps:][::-1] for x in gamma_bars]))
+    h_bar = jax.tree.map(jnp.add, c.h_bar, h_rates)
+    if params0_fn is not None:
+        _, init_vjp = jax.vjp(lambda h: _flat(params0_fn(h)), hparams)
+        (h_init,) = init_vjp(c.w_bar)
+        h_bar = jax.tree.map(jnp.add, h_bar, h_init)
+    exact = jnp.all(jnp.stack([
+        jnp.all(s.w == w) & jnp.all(s.v == 0) & jnp.all(s.buffer.count == 0) & jnp.all(s.buffer.head == B.HEAD_LOW)
+        for s, (w, _) in zip(c.states, fixed)]))
+    bits = c.buffer_bits
+    num_weights = sum(w.size for w, _ in fixed)
+    return ReversibleResult(
+        value=c.value, grads=h_bar, final_params=c.final_params, buffer_bits=bits,
+        bits_per_weight_per_step=bits / (num_weights * num_steps),
+        buffer_capacity_bits=0, exact=exact,  # set outside jit, where it stays a Python int
+    ), failed
