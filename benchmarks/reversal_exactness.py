@@ -6,8 +6,9 @@ loops (``single_loop=False``) that rests on XLA compiling the gradient alike in 
 ``hgrad.reversible_hypergrad`` both ways on small tanh MLPs (float32 and float64 parameters, several
 layer sizes and batch sizes, 12 steps of momentum 0.9, a cross-entropy loss with an L2 term) and
 prints, for each model, whether each program reversed exactly (no ``ReversalError``), then the count
-of failures. On a lent H100 (jax 0.11.2) two loops failed on 10 of these 32 models and one loop on
-none; on a CPU neither has failed.
+of failures. On a lent H100 (jax 0.11.2), a diagnostic over this same grid, which this script was
+written from, found two loops inexact on 10 of the 32 models and the first version of one loop on
+none; this script itself has not run on a GPU yet. On a CPU neither program has failed.
 
 Usage: python benchmarks/reversal_exactness.py [--sizes 4,3 20,10 784,100,10 64,64,64,10] [--batches 5 10 100 300]
 """
