@@ -171,9 +171,10 @@ def reversible_hypergrad(loss: Callable, outer: Callable, params0: Any, hparams:
         one loop on an accelerator and two on a CPU. Two loops rely on XLA compiling the gradient
         alike in both; on an H100 (jax 0.11.2) 10 of 32 small MLPs tried, float32 and float64, did
         not reverse exactly that way (``ReversalError``), and none in one loop. On a CPU no model
-        tried has failed with two loops, and one loop costs more there: its switch between the
-        directions copies the state each step (5.6x the training run against 4.5x for two loops,
-        benchmarks/reversible.py's workload; on the H100 9.2x against 5.4x).
+        tried has failed with two loops, and one loop costs more there: every iteration evaluates
+        the linearized gradient and passes all carried values through a switch between the
+        directions (benchmarks/reversible.py's workload, jitted: 5.7x the training run against 4.3x
+        for two loops on a 2-core CPU; on an H100 9.0-9.4x against 5.2-5.5x).
 
     Raises:
       hgrad.DivergenceError: the loss or its gradient became non-finite (naming the step).
@@ -296,6 +297,46 @@ def _flat(tree) -> list:
     return [x.reshape(-1) for x in jax.tree.leaves(tree)]
 
 
+def _initial_states(problem: _Problem, radix_bits: int, words: int) -> tuple[list, list, jax.Array]:
+    """The fixed-point :math:`w_0` per leaf, the exact states at step 0 (:math:`v_0 = 0`, empty
+    buffers) and whether :math:`w_0` overflowed the fixed-point range."""
+    fixed = [E.to_fixed(x, radix_bits) for x in _flat(problem.params0)]
+    w0 = [w for w, _ in fixed]
+    states0 = [E.ExactState(w, jnp.zeros_like(w), B.empty(w.size, words)) for w in w0]
+    return w0, states0, functools.reduce(jnp.logical_or, [bad for _, bad in fixed])
+
+
+def _rates_table(hparams: ReversibleHparams, problem: _Problem, num_steps: int):
+    """Every step's step sizes and momenta (per leaf, shape ``[T]``), and their VJP back to the
+    hyperparameters, which pulls back the adjoints of all steps at once (per step it would cost
+    O(T) each step for schedules)."""
+    ts = jnp.arange(num_steps, dtype=jnp.int32)
+    return jax.vjp(lambda h: jax.vmap(lambda t: _rates(h, problem, t))(ts), hparams)
+
+
+def _finish(problem: _Problem, params0_fn, hparams, *, states, w0, value, final_params, buffer_bits,
+            w_bar, h_bar, rates_vjp, rate_bars, num_steps: int) -> ReversibleResult:
+    """What both programs do once the reverse sweep has ended at ``states``: add the step sizes'
+    and momenta's share (``rate_bars``, per leaf ``[T]``, pulled back by ``rates_vjp``) and the
+    initialization's (:math:`(\\partial_\\lambda w_0)^\\top \\bar w`) to ``h_bar``, and check that the
+    sweep restored :math:`w_0`, :math:`v_0 = 0` and an empty buffer bit for bit."""
+    (h_rates,) = rates_vjp(rate_bars)
+    h_bar = jax.tree.map(jnp.add, h_bar, h_rates)
+    if params0_fn is not None:
+        _, init_vjp = jax.vjp(lambda h: _flat(params0_fn(h)), hparams)
+        (h_init,) = init_vjp(w_bar)
+        h_bar = jax.tree.map(jnp.add, h_bar, h_init)
+    exact = jnp.all(jnp.stack([
+        jnp.all(s.w == w) & jnp.all(s.v == 0) & jnp.all(s.buffer.count == 0) & jnp.all(s.buffer.head == B.HEAD_LOW)
+        for s, w in zip(states, w0)]))
+    num_weights = sum(w.size for w in w0)
+    return ReversibleResult(
+        value=value, grads=h_bar, final_params=final_params, buffer_bits=buffer_bits,
+        bits_per_weight_per_step=buffer_bits / (num_weights * num_steps),
+        buffer_capacity_bits=0, exact=exact,  # set outside jit, where it stays a Python int
+    )
+
+
 def _run_forward(config, hparams, init, *, per_step: bool):
     """The forward sweep. Each exact step returns a mask of overflowed weights; ``per_step=False``
     ORs the masks over the run and reduces once at the end (a reduction over every weight at every
@@ -304,9 +345,7 @@ def _run_forward(config, hparams, init, *, per_step: bool):
     loss, outer, params0_fn, num_steps, radix_bits, velocity_radix_bits, momentum_bits, words = config
     problem = _setup(config, hparams, init)
     kw = dict(momentum_bits=momentum_bits, radix_bits=radix_bits, velocity_radix_bits=velocity_radix_bits)
-    fixed = [E.to_fixed(x, radix_bits) for x in _flat(problem.params0)]
-    states0 = [E.ExactState(w, jnp.zeros_like(w), B.empty(w.size, words)) for w, _ in fixed]
-    bad0 = functools.reduce(jnp.logical_or, [bad for _, bad in fixed])
+    _, states0, bad0 = _initial_states(problem, radix_bits, words)
 
     def step(states, t):
         value, grads = jax.value_and_grad(loss)(_as_params(problem, states, radix_bits), hparams, t)
@@ -390,26 +429,11 @@ def _reverse(config, hparams, init, final_states):
     carry0 = (final_states, w_bar0, [jnp.zeros_like(x) for x in w_bar0], h_bar)
     ts = jnp.arange(num_steps, dtype=jnp.int32)
     (states, w_bar, _, h_bar), rate_bars = jax.lax.scan(body, carry0, ts, reverse=True)
-    # The step sizes' and momenta's share, for all steps at once (per step it would cost O(T) each
-    # step for schedules): the adjoints of every step's rates, pulled back to the hyperparameters.
-    _, rates_vjp = jax.vjp(lambda h: jax.vmap(lambda t: _rates(h, problem, t))(ts), hparams)
-    (h_rates,) = rates_vjp(rate_bars)
-    h_bar = jax.tree.map(jnp.add, h_bar, h_rates)
-    if params0_fn is not None:
-        _, init_vjp = jax.vjp(lambda h: _flat(params0_fn(h)), hparams)
-        (h_init,) = init_vjp(w_bar)
-        h_bar = jax.tree.map(jnp.add, h_bar, h_init)
-    w0 = [E.to_fixed(x, radix_bits)[0] for x in _flat(problem.params0)]
-    exact = jnp.all(jnp.stack([
-        jnp.all(s.w == w) & jnp.all(s.v == 0) & jnp.all(s.buffer.count == 0) & jnp.all(s.buffer.head == B.HEAD_LOW)
-        for s, w in zip(states, w0)]))
-    bits = sum(jnp.sum(B.size_in_bits(s.buffer)) for s in final_states)
-    num_weights = sum(s.w.size for s in final_states)
-    return ReversibleResult(
-        value=value, grads=h_bar, final_params=final_params, buffer_bits=bits,
-        bits_per_weight_per_step=bits / (num_weights * num_steps),
-        buffer_capacity_bits=0, exact=exact,  # set outside jit, where it stays a Python int
-    )
+    _, rates_vjp = _rates_table(hparams, problem, num_steps)
+    w0, _, _ = _initial_states(problem, radix_bits, words)
+    return _finish(problem, params0_fn, hparams, states=states, w0=w0, value=value, final_params=final_params,
+                   buffer_bits=sum(jnp.sum(B.size_in_bits(s.buffer)) for s in final_states),
+                   w_bar=w_bar, h_bar=h_bar, rates_vjp=rates_vjp, rate_bars=rate_bars, num_steps=num_steps)
 
 
 class _Carry(NamedTuple):
@@ -447,13 +471,11 @@ def _sweeps(config, hparams, init):
     loss, outer, params0_fn, num_steps, radix_bits, velocity_radix_bits, momentum_bits, words = config
     problem = _setup(config, hparams, init)
     kw = dict(radix_bits=radix_bits, velocity_radix_bits=velocity_radix_bits)
-    ts = jnp.arange(num_steps, dtype=jnp.int32)
-    (alphas, gammas), rates_vjp = jax.vjp(lambda h: jax.vmap(lambda t: _rates(h, problem, t))(ts), hparams)
+    (alphas, gammas), rates_vjp = _rates_table(hparams, problem, num_steps)
     numerators = [E.momentum_numerator(g, momentum_bits) for g in gammas]
-    fixed = [E.to_fixed(x, radix_bits) for x in _flat(problem.params0)]
-    bad0 = functools.reduce(jnp.logical_or, [bad for _, bad in fixed])
+    w0, states0, bad0 = _initial_states(problem, radix_bits, words)
     as_float = functools.partial(_model_float, problem, radix_bits=velocity_radix_bits)  # velocities
-    zeros = [jnp.zeros(w.shape, problem.dtype) for w, _ in fixed]
+    zeros = [jnp.zeros(w.shape, problem.dtype) for w in w0]
 
     def restore_position(states, t, where=True):
         """``states`` with :math:`w_t` restored from :math:`w_{t+1}` and :math:`v_{t+1}` (where ``where``)."""
@@ -533,30 +555,15 @@ def _sweeps(config, hparams, init):
 
     outer_shape = jax.eval_shape(outer, problem.params0, hparams)
     carry0 = _Carry(
-        states=[E.ExactState(w, jnp.zeros_like(w), B.empty(w.size, words)) for w, _ in fixed],
-        finite=jnp.asarray(True), masks=[jnp.zeros(w.shape, bool) for w, _ in fixed],
+        states=states0, finite=jnp.asarray(True), masks=[jnp.zeros(w.shape, bool) for w in w0],
         value=jnp.zeros(outer_shape.shape, outer_shape.dtype),
         final_params=jax.tree.map(lambda x: jnp.zeros(jnp.shape(x), problem.dtype), problem.params0),
         buffer_bits=jnp.zeros((), jnp.float64),  # B.size_in_bits's type
         w_bar=zeros, v_bar=zeros, h_bar=jax.tree.map(jnp.zeros_like, hparams))
     c, (alpha_bars, gamma_bars) = jax.lax.scan(body, carry0, jnp.arange(2 * num_steps, dtype=jnp.int32))
     failed = ~c.finite | bad0 | jnp.any(jnp.stack([jnp.any(m) for m in c.masks]))
-    # The step sizes' and momenta's share, for all steps at once (per step it would cost O(T) each
-    # step for schedules): the adjoints of every step's rates (the reverse iterations, last step
-    # first), pulled back to the hyperparameters.
-    (h_rates,) = rates_vjp(([x[num_steps:][::-1] for x in alpha_bars], [x[num_steps:][::-1] for x in gamma_bars]))
-    h_bar = jax.tree.map(jnp.add, c.h_bar, h_rates)
-    if params0_fn is not None:
-        _, init_vjp = jax.vjp(lambda h: _flat(params0_fn(h)), hparams)
-        (h_init,) = init_vjp(c.w_bar)
-        h_bar = jax.tree.map(jnp.add, h_bar, h_init)
-    exact = jnp.all(jnp.stack([
-        jnp.all(s.w == w) & jnp.all(s.v == 0) & jnp.all(s.buffer.count == 0) & jnp.all(s.buffer.head == B.HEAD_LOW)
-        for s, (w, _) in zip(c.states, fixed)]))
-    bits = c.buffer_bits
-    num_weights = sum(w.size for w, _ in fixed)
-    return ReversibleResult(
-        value=c.value, grads=h_bar, final_params=c.final_params, buffer_bits=bits,
-        bits_per_weight_per_step=bits / (num_weights * num_steps),
-        buffer_capacity_bits=0, exact=exact,  # set outside jit, where it stays a Python int
-    ), failed
+    # the adjoints of every step's rates come from the reverse iterations, last step first
+    rate_bars = ([x[num_steps:][::-1] for x in alpha_bars], [x[num_steps:][::-1] for x in gamma_bars])
+    return _finish(problem, params0_fn, hparams, states=c.states, w0=w0, value=c.value,
+                   final_params=c.final_params, buffer_bits=c.buffer_bits, w_bar=c.w_bar, h_bar=c.h_bar,
+                   rates_vjp=rates_vjp, rate_bars=rate_bars, num_steps=num_steps), failed
