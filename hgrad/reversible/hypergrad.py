@@ -337,6 +337,36 @@ def _finish(problem: _Problem, params0_fn, hparams, *, states, w0, value, final_
     )
 
 
+def _step_back(problem: _Problem, states, w_bar, v_bar, h_bar, alphas, gammas, numerators, derivatives, *,
+               momentum_bits: int, velocity_radix_bits: int):
+    """One step of the reverse sweep's recursion (the module docstring), shared by both programs.
+
+    Args:
+      states: the exact states holding the restored :math:`w_t` and :math:`v_{t+1}`.
+      w_bar, v_bar, h_bar: the adjoints after step :math:`t`.
+      alphas, gammas, numerators: step :math:`t`'s step sizes, momenta and momentum numerators, per leaf.
+      derivatives: ``derivatives(tangent)`` gives, at :math:`w_t`, the gradient (flat, per leaf: the
+        one the forward sweep used, bit for bit), :math:`H_t` times ``tangent`` and the mixed term.
+    Returns:
+      The states holding :math:`w_t` and :math:`v_t` with the buffer before step :math:`t`, the
+      per-weight overflow masks, the adjoints before step :math:`t`, and step :math:`t`'s
+      :math:`\\bar\\alpha_t` and :math:`\\bar\\gamma_t` (per leaf).
+    """
+    as_float = functools.partial(_model_float, problem, radix_bits=velocity_radix_bits)  # velocities
+    alpha_bar = [jnp.vdot(wb, as_float(s.v)).astype(a.dtype) for wb, s, a in zip(w_bar, states, alphas)]
+    alphas_, gammas_ = ([x.astype(problem.dtype) for x in xs] for xs in (alphas, gammas))
+    v_bar = [vb + a * wb for vb, a, wb in zip(v_bar, alphas_, w_bar)]
+    tangent = jax.tree.unflatten(problem.treedef, [
+        (-(1 - m) * vb).reshape(shape) for m, vb, shape in zip(gammas_, v_bar, problem.shapes)])
+    grads, hvp, mixed = derivatives(tangent)
+    unstepped = [E.unstep_velocity(s, g, n, momentum_bits=momentum_bits, velocity_radix_bits=velocity_radix_bits)
+                 for s, g, n in zip(states, grads, numerators)]
+    states = [s for s, _ in unstepped]
+    gamma_bar = [jnp.vdot(vb, as_float(s.v) + g).astype(m.dtype) for vb, s, g, m in zip(v_bar, states, grads, gammas)]
+    return (states, [bad for _, bad in unstepped], [wb + hv for wb, hv in zip(w_bar, _flat(hvp))],
+            [m * vb for m, vb in zip(gammas_, v_bar)], jax.tree.map(jnp.add, h_bar, mixed), alpha_bar, gamma_bar)
+
+
 def _run_forward(config, hparams, init, *, per_step: bool):
     """The forward sweep. Each exact step returns a mask of overflowed weights; ``per_step=False``
     ORs the masks over the run and reduces once at the end (a reduction over every weight at every
@@ -399,30 +429,23 @@ def _reverse(config, hparams, init, final_states):
     final_params = _as_params(problem, final_states, radix_bits)
     value, (w_bar_tree, h_bar) = jax.value_and_grad(outer, argnums=(0, 1))(final_params, hparams)
     grad_loss = jax.grad(loss, argnums=(0, 1))
-    as_float = functools.partial(_model_float, problem, radix_bits=velocity_radix_bits)  # velocities
 
     def body(carry, t):
         states, w_bar, v_bar, h_bar = carry
-        v_next = [as_float(s.v) for s in states]
         alphas, gammas = _rates(hparams, problem, t)
         states = [E.unstep_position(s, a, **radices) for s, a in zip(states, alphas)]
-        alpha_bar = [jnp.vdot(wb, v).astype(a.dtype) for wb, v, a in zip(w_bar, v_next, alphas)]
-        alphas_, gammas_ = ([x.astype(problem.dtype) for x in xs] for xs in (alphas, gammas))
-        v_bar = [vb + a * wb for vb, a, wb in zip(v_bar, alphas_, w_bar)]
-        # One forward-over-reverse product: the gradient (needed bit for bit to undo the velocity
-        # update), H v_bar and the mixed term, all at the restored w_t.
-        tangent = jax.tree.unflatten(problem.treedef, [
-            (-(1 - m) * vb).reshape(shape) for m, vb, shape in zip(gammas_, v_bar, problem.shapes)])
-        (grads, _), (hvp, mixed) = jax.jvp(lambda w: grad_loss(w, hparams, t),
-                                           (_as_params(problem, states, radix_bits),), (tangent,))
-        grads = _flat(grads)
-        states = [E.unstep_velocity(s, g, E.momentum_numerator(m, momentum_bits), momentum_bits=momentum_bits,
-                                    velocity_radix_bits=velocity_radix_bits)[0]
-                  for s, g, m in zip(states, grads, gammas)]
-        gamma_bar = [jnp.vdot(vb, as_float(s.v) + g).astype(m.dtype) for vb, s, g, m in zip(v_bar, states, grads, gammas)]
-        h_bar = jax.tree.map(jnp.add, h_bar, mixed)
-        w_bar = [wb + hv for wb, hv in zip(w_bar, _flat(hvp))]
-        v_bar = [m * vb for m, vb in zip(gammas_, v_bar)]
+
+        def derivatives(tangent):
+            # One forward-over-reverse product: the gradient (needed bit for bit to undo the velocity
+            # update), H v_bar and the mixed term, all at the restored w_t.
+            (grads, _), (hvp, mixed) = jax.jvp(lambda w: grad_loss(w, hparams, t),
+                                               (_as_params(problem, states, radix_bits),), (tangent,))
+            return _flat(grads), hvp, mixed
+
+        states, _, w_bar, v_bar, h_bar, alpha_bar, gamma_bar = _step_back(
+            problem, states, w_bar, v_bar, h_bar, alphas, gammas,
+            [E.momentum_numerator(m, momentum_bits) for m in gammas], derivatives,
+            momentum_bits=momentum_bits, velocity_radix_bits=velocity_radix_bits)
         return (states, w_bar, v_bar, h_bar), (alpha_bar, gamma_bar)
 
     w_bar0 = [x.astype(problem.dtype) for x in _flat(w_bar_tree)]
@@ -474,7 +497,6 @@ def _sweeps(config, hparams, init):
     (alphas, gammas), rates_vjp = _rates_table(hparams, problem, num_steps)
     numerators = [E.momentum_numerator(g, momentum_bits) for g in gammas]
     w0, states0, bad0 = _initial_states(problem, radix_bits, words)
-    as_float = functools.partial(_model_float, problem, radix_bits=velocity_radix_bits)  # velocities
     zeros = [jnp.zeros(w.shape, problem.dtype) for w in w0]
 
     def restore_position(states, t, where=True):
@@ -498,24 +520,13 @@ def _sweeps(config, hparams, init):
 
     def reverse(c: _Carry, t, value, grads, lin) -> tuple[_Carry, list, tuple]:
         # c.states holds w_t (restored) and v_{t+1}; grads is the gradient at w_t
-        v_next = [as_float(s.v) for s in c.states]
-        alpha_bar = [jnp.vdot(wb, v).astype(a.dtype) for wb, v, a in zip(c.w_bar, v_next, alphas)]
-        alpha_t, gamma_t = ([x[t].astype(problem.dtype) for x in xs] for xs in (alphas, gammas))
-        v_bar = [vb + a * wb for vb, a, wb in zip(c.v_bar, alpha_t, c.w_bar)]
-        tangent = jax.tree.unflatten(problem.treedef, [
-            (-(1 - m) * vb).reshape(shape) for m, vb, shape in zip(gamma_t, v_bar, problem.shapes)])
-        _, (hvp, mixed) = lin(tangent)
-        unstepped = [E.unstep_velocity(s, g, n[t], momentum_bits=momentum_bits,
-                                       velocity_radix_bits=velocity_radix_bits)
-                     for s, g, n in zip(c.states, grads, numerators)]
-        states = [s for s, _ in unstepped]
-        gamma_bar = [jnp.vdot(vb, as_float(s.v) + g).astype(m.dtype)
-                     for vb, s, g, m in zip(v_bar, states, grads, gammas)]
+        states, bad, w_bar, v_bar, h_bar, alpha_bar, gamma_bar = _step_back(
+            problem, c.states, c.w_bar, c.v_bar, c.h_bar, [a[t] for a in alphas], [g[t] for g in gammas],
+            [n[t] for n in numerators], lambda tangent: (grads, *lin(tangent)[1]),
+            momentum_bits=momentum_bits, velocity_radix_bits=velocity_radix_bits)
         c = c._replace(states=restore_position(states, jnp.maximum(t - 1, 0), where=t > 0),
-                       w_bar=[wb + hv for wb, hv in zip(c.w_bar, _flat(hvp))],
-                       v_bar=[m * vb for m, vb in zip(gamma_t, v_bar)],
-                       h_bar=jax.tree.map(jnp.add, c.h_bar, mixed))
-        return c, [bad for _, bad in unstepped], (alpha_bar, gamma_bar)
+                       w_bar=w_bar, v_bar=v_bar, h_bar=h_bar)
+        return c, bad, (alpha_bar, gamma_bar)
 
     def buffer_bits(states):
         return sum(jnp.sum(B.size_in_bits(s.buffer)) for s in states)
