@@ -297,21 +297,36 @@ def _flat(tree) -> list:
     return [x.reshape(-1) for x in jax.tree.leaves(tree)]
 
 
+def _initial_weights(problem: _Problem, radix_bits: int) -> tuple[list, jax.Array]:
+    """The fixed-point :math:`w_0`, flat per leaf, and whether it overflowed the fixed-point range."""
+    fixed = [E.to_fixed(x, radix_bits) for x in _flat(problem.params0)]
+    return [w for w, _ in fixed], functools.reduce(jnp.logical_or, [bad for _, bad in fixed])
+
+
 def _initial_states(problem: _Problem, radix_bits: int, words: int) -> tuple[list, list, jax.Array]:
     """The fixed-point :math:`w_0` per leaf, the exact states at step 0 (:math:`v_0 = 0`, empty
     buffers) and whether :math:`w_0` overflowed the fixed-point range."""
-    fixed = [E.to_fixed(x, radix_bits) for x in _flat(problem.params0)]
-    w0 = [w for w, _ in fixed]
-    states0 = [E.ExactState(w, jnp.zeros_like(w), B.empty(w.size, words)) for w in w0]
-    return w0, states0, functools.reduce(jnp.logical_or, [bad for _, bad in fixed])
+    w0, bad = _initial_weights(problem, radix_bits)
+    return w0, [E.ExactState(w, jnp.zeros_like(w), B.empty(w.size, words)) for w in w0], bad
+
+
+def _buffer_bits(states) -> jax.Array:
+    """The information held in the buffers of ``states``, summed over weights."""
+    return sum(jnp.sum(B.size_in_bits(s.buffer)) for s in states)
 
 
 def _rates_table(hparams: ReversibleHparams, problem: _Problem, num_steps: int):
     """Every step's step sizes and momenta (per leaf, shape ``[T]``), and their VJP back to the
     hyperparameters, which pulls back the adjoints of all steps at once (per step it would cost
-    O(T) each step for schedules)."""
+    O(T) each step for schedules). Every sweep reads its rates from this table, so the forward
+    and reverse steps use the same bits however XLA compiles them."""
     ts = jnp.arange(num_steps, dtype=jnp.int32)
     return jax.vjp(lambda h: jax.vmap(lambda t: _rates(h, problem, t))(ts), hparams)
+
+
+def _numerators(gammas: list, momentum_bits: int) -> list:
+    """The momenta as numerators over :math:`2^k` (:func:`~hgrad.reversible.exact.momentum_numerator`), per leaf."""
+    return [E.momentum_numerator(g, momentum_bits) for g in gammas]
 
 
 def _finish(problem: _Problem, params0_fn, hparams, *, states, w0, value, final_params, buffer_bits,
@@ -376,32 +391,33 @@ def _run_forward(config, hparams, init, *, per_step: bool):
     problem = _setup(config, hparams, init)
     kw = dict(momentum_bits=momentum_bits, radix_bits=radix_bits, velocity_radix_bits=velocity_radix_bits)
     _, states0, bad0 = _initial_states(problem, radix_bits, words)
+    (alphas, gammas), _ = _rates_table(hparams, problem, num_steps)
+    ts = jnp.arange(num_steps, dtype=jnp.int32)
+    xs = (ts, alphas, _numerators(gammas, momentum_bits))
 
-    def step(states, t):
+    def step(states, x):
+        t, alphas, numerators = x
         value, grads = jax.value_and_grad(loss)(_as_params(problem, states, radix_bits), hparams, t)
-        alphas, gammas = _rates(hparams, problem, t)
-        stepped = [E.step(s, g, a, E.momentum_numerator(m, momentum_bits), **kw)
-                   for s, g, a, m in zip(states, _flat(grads), alphas, gammas)]
+        stepped = [E.step(s, g, a, n, **kw) for s, g, a, n in zip(states, _flat(grads), alphas, numerators)]
         return [s for s, _ in stepped], value, grads, [bad for _, bad in stepped]
 
-    ts = jnp.arange(num_steps, dtype=jnp.int32)
     if per_step:
-        def body(states, t):
-            states, value, grads, bad = step(states, t)
+        def body(states, x):
+            states, value, grads, bad = step(states, x)
             finite = jnp.isfinite(value) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in _flat(grads)]))
             return states, (finite, ~jnp.any(jnp.stack([jnp.any(m) for m in bad])))
 
-        _, (finite, fits) = jax.lax.scan(body, states0, ts)
+        _, (finite, fits) = jax.lax.scan(body, states0, xs)
         fits = fits.at[0].set(fits[0] & ~bad0)
         return _first_false(finite, ts), _first_false(fits, ts)
 
-    def body(carry, t):
+    def body(carry, x):
         states, finite, masks = carry
-        states, value, _, bad = step(states, t)
+        states, value, _, bad = step(states, x)
         return (states, finite & jnp.isfinite(value), [m | b for m, b in zip(masks, bad)]), None
 
     masks0 = [jnp.zeros(s.w.shape, bool) for s in states0]
-    (states, finite, masks), _ = jax.lax.scan(body, (states0, jnp.asarray(True), masks0), ts)
+    (states, finite, masks), _ = jax.lax.scan(body, (states0, jnp.asarray(True), masks0), xs)
     failed = ~finite | bad0 | jnp.any(jnp.stack([jnp.any(m) for m in masks]))
     return states, failed
 
@@ -429,10 +445,12 @@ def _reverse(config, hparams, init, final_states):
     final_params = _as_params(problem, final_states, radix_bits)
     value, (w_bar_tree, h_bar) = jax.value_and_grad(outer, argnums=(0, 1))(final_params, hparams)
     grad_loss = jax.grad(loss, argnums=(0, 1))
+    (alphas, gammas), rates_vjp = _rates_table(hparams, problem, num_steps)
+    ts = jnp.arange(num_steps, dtype=jnp.int32)
 
-    def body(carry, t):
+    def body(carry, x):
         states, w_bar, v_bar, h_bar = carry
-        alphas, gammas = _rates(hparams, problem, t)
+        t, alphas, gammas, numerators = x
         states = [E.unstep_position(s, a, **radices) for s, a in zip(states, alphas)]
 
         def derivatives(tangent):
@@ -443,19 +461,17 @@ def _reverse(config, hparams, init, final_states):
             return _flat(grads), hvp, mixed
 
         states, _, w_bar, v_bar, h_bar, alpha_bar, gamma_bar = _step_back(
-            problem, states, w_bar, v_bar, h_bar, alphas, gammas,
-            [E.momentum_numerator(m, momentum_bits) for m in gammas], derivatives,
+            problem, states, w_bar, v_bar, h_bar, alphas, gammas, numerators, derivatives,
             momentum_bits=momentum_bits, velocity_radix_bits=velocity_radix_bits)
         return (states, w_bar, v_bar, h_bar), (alpha_bar, gamma_bar)
 
     w_bar0 = [x.astype(problem.dtype) for x in _flat(w_bar_tree)]
     carry0 = (final_states, w_bar0, [jnp.zeros_like(x) for x in w_bar0], h_bar)
-    ts = jnp.arange(num_steps, dtype=jnp.int32)
-    (states, w_bar, _, h_bar), rate_bars = jax.lax.scan(body, carry0, ts, reverse=True)
-    _, rates_vjp = _rates_table(hparams, problem, num_steps)
-    w0, _, _ = _initial_states(problem, radix_bits, words)
+    (states, w_bar, _, h_bar), rate_bars = jax.lax.scan(
+        body, carry0, (ts, alphas, gammas, _numerators(gammas, momentum_bits)), reverse=True)
+    w0, _ = _initial_weights(problem, radix_bits)
     return _finish(problem, params0_fn, hparams, states=states, w0=w0, value=value, final_params=final_params,
-                   buffer_bits=sum(jnp.sum(B.size_in_bits(s.buffer)) for s in final_states),
+                   buffer_bits=_buffer_bits(final_states),
                    w_bar=w_bar, h_bar=h_bar, rates_vjp=rates_vjp, rate_bars=rate_bars, num_steps=num_steps)
 
 
@@ -495,7 +511,7 @@ def _sweeps(config, hparams, init):
     problem = _setup(config, hparams, init)
     kw = dict(radix_bits=radix_bits, velocity_radix_bits=velocity_radix_bits)
     (alphas, gammas), rates_vjp = _rates_table(hparams, problem, num_steps)
-    numerators = [E.momentum_numerator(g, momentum_bits) for g in gammas]
+    numerators = _numerators(gammas, momentum_bits)
     w0, states0, bad0 = _initial_states(problem, radix_bits, words)
     zeros = [jnp.zeros(w.shape, problem.dtype) for w in w0]
 
@@ -515,7 +531,7 @@ def _sweeps(config, hparams, init):
         final_params = _as_params(problem, c.states, radix_bits)
         value, (w_bar, h_bar) = jax.value_and_grad(outer, argnums=(0, 1))(final_params, hparams)
         return c._replace(states=restore_position(c.states, num_steps - 1), value=value,
-                          final_params=final_params, buffer_bits=buffer_bits(c.states),
+                          final_params=final_params, buffer_bits=_buffer_bits(c.states),
                           w_bar=[x.astype(problem.dtype) for x in _flat(w_bar)], h_bar=h_bar), bad
 
     def reverse(c: _Carry, t, value, grads, lin) -> tuple[_Carry, list, tuple]:
@@ -527,9 +543,6 @@ def _sweeps(config, hparams, init):
         c = c._replace(states=restore_position(states, jnp.maximum(t - 1, 0), where=t > 0),
                        w_bar=w_bar, v_bar=v_bar, h_bar=h_bar)
         return c, bad, (alpha_bar, gamma_bar)
-
-    def buffer_bits(states):
-        return sum(jnp.sum(B.size_in_bits(s.buffer)) for s in states)
 
     no_rate_bars = ([jnp.zeros((), a.dtype) for a in alphas], [jnp.zeros((), g.dtype) for g in gammas])
 
