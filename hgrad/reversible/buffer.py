@@ -38,7 +38,7 @@ that cannot overflow.
 
 The velocities, like every intermediate here, are integers held in float64 (:mod:`hgrad.reversible.exact`
 says why): :math:`X < 2^{48}` and :math:`x' n + p < 2^{48}`, and the quotients by :math:`n` come from
-a float64 multiplication by :math:`1/n` and one correction (:func:`divmod_floor`), all exact. The heads
+a float64 multiplication by :math:`1/n`, exact without a correction (:func:`divmod_floor`). The heads
 are stored as ``uint32`` and the words as ``uint16``, their exact sizes.
 
 Needs 64-bit types (``jax.enable_x64``).
@@ -122,20 +122,18 @@ def step_bits(n: np.ndarray, momentum_bits: int) -> np.ndarray:
 
 def divmod_floor(x: jax.Array, n: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(x // n, x % n)`` with floor semantics, for integers ``x`` held in float64 with
-    :math:`|x| < 2^{52}` and integers :math:`2 \\le n < 2^{31}` (a scalar, or per element).
+    :math:`|x| < 2^{51}` and integers :math:`2 \\le n < 2^{31}` (a scalar, or per element).
 
-    :math:`x \\cdot \\mathrm{fl}(1/n)` carries a relative error below :math:`2^{-52}`, so below
-    :math:`|x| / n \\cdot 2^{-52} \\le 1/2` in absolute terms, and its floor is within one of the
-    true quotient; one correction makes the remainder exact (every product and difference here
-    is an integer below :math:`2^{53}`, which float64 holds exactly).
+    Write :math:`x = q n + p` with :math:`0 \\le p < n`. Then :math:`y = (x + 1/2) / n = q + (p + 1/2) / n`
+    lies at least :math:`1 / (2n)` from every integer, and its computed value
+    :math:`\\mathrm{fl}((x + 1/2) \\cdot \\mathrm{fl}(1/n))` (the sum is exact) is within
+    :math:`|y| (2^{-52} + 2^{-106})` of it, which is less than :math:`1 / (2n)` when
+    :math:`|x + 1/2| < 2^{51} - 1/8`. So its floor is :math:`q` without a correction step, and
+    :math:`p = x - q n` is an integer below :math:`2^{53}`, exact.
     """
     n = jnp.asarray(n, jnp.float64)
-    q = jnp.floor(x * (1.0 / n))  # one division when n is a scalar (one per group)
-    r = x - q * n
-    low, high = r < 0, r >= n
-    q = jnp.where(low, q - 1, jnp.where(high, q + 1, q))
-    r = jnp.where(low, r + n, jnp.where(high, r - n, r))
-    return q, r
+    q = jnp.floor((x + 0.5) * (1.0 / n))  # one division when n is a scalar (one per group)
+    return q, x - q * n
 
 
 def _split(x: jax.Array, bits: int) -> tuple[jax.Array, jax.Array]:

@@ -90,6 +90,12 @@ def _round(x: jax.Array) -> jax.Array:
     return jnp.round(jnp.where(jnp.abs(x) < _LIMIT, x, 0.0))
 
 
+def _round_or_nan(x: jax.Array) -> jax.Array:
+    """Round float64 ``x`` to an integer, NaN where it is out of range (so that whatever it is
+    added to is flagged too)."""
+    return jnp.round(jnp.where(jnp.abs(x) < _LIMIT, x, jnp.nan))
+
+
 def _gradient_term(grad, n, momentum_bits, velocity_radix_bits):
     """:math:`(1 - n/2^k) \\nabla L\\, 2^{R_v}`, before rounding."""
     one_minus = (2.0 ** momentum_bits - n) * 2.0 ** (velocity_radix_bits - momentum_bits)
@@ -125,12 +131,15 @@ def step(state: ExactState, grad: jax.Array, alpha: jax.Array, n: jax.Array, *, 
     """
     buffer, v = B.decay(state.buffer, state.v, n, momentum_bits, spilled=spilled)
     dv = _gradient_term(grad, n, momentum_bits, velocity_radix_bits)
-    v = v - _round(dv)
+    v = v - _round_or_nan(dv)
     dw = _position_term(v, alpha, radix_bits, velocity_radix_bits)
     w = state.w + _round(dw)
     # Each part is below 2^51 when it is not flagged, so the sums are exact (below 2^52) and the
-    # new values are checked before the next step uses them.
-    bad = _out_of_range(dv, dw, v, w) | buffer.overflow
+    # new values are checked before the next step uses them. A gradient term out of range makes
+    # the velocity NaN, so the check reads only values this step writes (it would otherwise
+    # recompute the gradient term, reading the old weights after the new ones are written, and
+    # XLA would copy the old weights at every step to allow that).
+    bad = _out_of_range(dw, v, w) | buffer.overflow
     return ExactState(w, v, buffer), bad
 
 

@@ -227,9 +227,15 @@ def reversible_hypergrad(loss: Callable, outer: Callable, params0: Any, hparams:
         if not single_loop:
             result = _reverse(config, hparams, init, state)
         _checks.on_host(_check_exact, result.exact)
-        capacity = sum(8 * B.memory_bytes(jax.eval_shape(functools.partial(B.empty, int(np.size(x)), int(buffer_words))))
-                       for x in jax.tree.leaves(template))
+        capacity = sum(_allocated_bits(int(np.size(x)), int(buffer_words)) for x in jax.tree.leaves(template))
         return result._replace(buffer_capacity_bits=capacity)
+
+
+@functools.lru_cache(maxsize=256)
+def _allocated_bits(num_weights: int, words: int) -> int:
+    """Bits a buffer for ``num_weights`` weights with ``words`` words each occupies (cached: tracing
+    :func:`~hgrad.reversible.buffer.empty` costs milliseconds on every call otherwise)."""
+    return 8 * B.memory_bytes(jax.eval_shape(functools.partial(B.empty, num_weights, words)))
 
 
 def _check_exact(exact) -> None:
@@ -277,6 +283,12 @@ def _setup(config, hparams, init) -> _Problem:
 
 def _model_float(problem: _Problem, x: jax.Array, radix_bits: int) -> jax.Array:
     """A fixed-point array as a float array of the model's dtype."""
+    info = jnp.finfo(problem.dtype)
+    if info.maxexp > E.LIMIT_BITS + 1 and radix_bits < -info.minexp:
+        # Convert, then scale by 2^-R in the model's dtype: the same bits as scaling in float64
+        # first (a power of two commutes with rounding where the range allows it, as here), with
+        # the multiplication in the narrower type.
+        return x.astype(problem.dtype) * jnp.asarray(2.0 ** -radix_bits, problem.dtype)
     return E.to_float(x, radix_bits).astype(problem.dtype)
 
 
@@ -368,7 +380,8 @@ def _step_back(problem: _Problem, states, w_bar, v_bar, h_bar, alphas, gammas, n
       :math:`\\bar\\alpha_t` and :math:`\\bar\\gamma_t` (per leaf).
     """
     as_float = functools.partial(_model_float, problem, radix_bits=velocity_radix_bits)  # velocities
-    alpha_bar = [jnp.vdot(wb, as_float(s.v)).astype(a.dtype) for wb, s, a in zip(w_bar, states, alphas)]
+    scale = 2.0 ** -velocity_radix_bits
+    alpha_bar = [(jnp.vdot(wb, s.v.astype(problem.dtype)) * scale).astype(a.dtype) for wb, s, a in zip(w_bar, states, alphas)]
     alphas_, gammas_ = ([x.astype(problem.dtype) for x in xs] for xs in (alphas, gammas))
     v_bar = [vb + a * wb for vb, a, wb in zip(v_bar, alphas_, w_bar)]
     tangent = jax.tree.unflatten(problem.treedef, [
