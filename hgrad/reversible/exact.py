@@ -136,9 +136,10 @@ def step(state: ExactState, grad: jax.Array, alpha: jax.Array, n: jax.Array, *, 
     w = state.w + _round(dw)
     # Each part is below 2^51 when it is not flagged, so the sums are exact (below 2^52) and the
     # new values are checked before the next step uses them. A gradient term out of range makes
-    # the velocity NaN, so the check reads only values this step writes (it would otherwise
-    # recompute the gradient term, reading the old weights after the new ones are written, and
-    # XLA would copy the old weights at every step to allow that).
+    # the velocity NaN (the weights stay finite, so the loss does not turn NaN and the error names
+    # the overflow), so the check reads only values this step writes: recomputing the gradient
+    # term would read the old weights after the new ones are written, and XLA would copy the old
+    # weights at every step to allow that.
     bad = _out_of_range(dw, v, w) | buffer.overflow
     return ExactState(w, v, buffer), bad
 
@@ -146,14 +147,16 @@ def step(state: ExactState, grad: jax.Array, alpha: jax.Array, n: jax.Array, *, 
 def unstep_position(state: ExactState, alpha: jax.Array, *, radix_bits: int,
                     velocity_radix_bits: int) -> ExactState:
     """Undo :math:`w_{t+1} = w_t + \\alpha_t v_{t+1}`: the state then holds :math:`w_t` and :math:`v_{t+1}`."""
-    return state._replace(w=state.w - _round(_position_term(state.v, alpha, radix_bits, velocity_radix_bits)))
+    # jnp.round, not _round: the forward step checked this very term (the same bits of v_{t+1} and
+    # alpha_t) against the range, so the range test would be redone for nothing.
+    return state._replace(w=state.w - jnp.round(_position_term(state.v, alpha, radix_bits, velocity_radix_bits)))
 
 
 def unstep_velocity(state: ExactState, grad: jax.Array, n: jax.Array, *, momentum_bits: int,
                     velocity_radix_bits: int) -> tuple[ExactState, jax.Array]:
     """Undo the velocity update, given :math:`\\nabla L(w_t)` at the restored :math:`w_t`."""
     dv = _gradient_term(grad, n, momentum_bits, velocity_radix_bits)
-    buffer, v = B.undecay(state.buffer, state.v + _round(dv), n, momentum_bits)
+    buffer, v = B.undecay(state.buffer, state.v + jnp.round(dv), n, momentum_bits)  # checked forward
     return ExactState(state.w, v, buffer), _out_of_range(dv) | buffer.overflow
 
 
