@@ -293,3 +293,22 @@ def test_one_loop_traces_the_loss_once_for_both_sweeps():
 
     assert bool(reversible_hypergrad(changing, outer, params0, _hparams(), T, momentum_bits=K, single_loop=True).exact)
     assert len(traces) == 1
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16, jnp.float64])
+@pytest.mark.parametrize("radix_bits", [41, 47])
+def test_fixed_point_to_model_float_has_the_bits_of_scaling_in_float64_first(dtype, radix_bits):
+    """The conversion to the model's dtype converts first and scales in that dtype where its range
+    allows it (float16's does not: it keeps scaling first); either way, the same bits as scaling
+    the integer in float64 and rounding once, for integers up to the exact range's 2^51."""
+    from hgrad.reversible import hypergrad as R
+    rng = np.random.default_rng(0)
+    with jax.enable_x64(True):
+        x = np.concatenate([rng.integers(-2 ** 51, 2 ** 51, size=2000), rng.integers(-2 ** 12, 2 ** 12, size=2000),
+                            [0, 1, -1, 2 ** 51 - 1, -(2 ** 51 - 1)]]).astype(np.float64)
+        problem = R._Problem(None, None, [], jnp.dtype(dtype))
+        got = R._model_float(problem, jnp.asarray(x), radix_bits)
+        want = jnp.asarray(x * 2.0 ** -radix_bits).astype(dtype)
+        np.testing.assert_array_equal(np.asarray(got.astype(jnp.float64)), np.asarray(want.astype(jnp.float64)))
+        y, scale = R._model_float_parts(problem, jnp.asarray(x), radix_bits)
+        assert (float(scale) == 1.0) == (jnp.dtype(dtype) == jnp.float16)

@@ -85,15 +85,10 @@ def to_float(x: jax.Array, radix_bits: int) -> jax.Array:
     return x * 2.0 ** -radix_bits
 
 
-def _round(x: jax.Array) -> jax.Array:
-    """Round float64 ``x`` to an integer (0 where it is out of range: the caller flags that)."""
-    return jnp.round(jnp.where(jnp.abs(x) < _LIMIT, x, 0.0))
-
-
-def _round_or_nan(x: jax.Array) -> jax.Array:
-    """Round float64 ``x`` to an integer, NaN where it is out of range (so that whatever it is
-    added to is flagged too)."""
-    return jnp.round(jnp.where(jnp.abs(x) < _LIMIT, x, jnp.nan))
+def _round(x: jax.Array, out_of_range: float = 0.0) -> jax.Array:
+    """Round float64 ``x`` to an integer, ``out_of_range`` where it is out of range: 0 where the
+    caller flags that itself, NaN to flag whatever the result is added to."""
+    return jnp.round(jnp.where(jnp.abs(x) < _LIMIT, x, out_of_range))
 
 
 def _gradient_term(grad, n, momentum_bits, velocity_radix_bits):
@@ -131,7 +126,7 @@ def step(state: ExactState, grad: jax.Array, alpha: jax.Array, n: jax.Array, *, 
     """
     buffer, v = B.decay(state.buffer, state.v, n, momentum_bits, spilled=spilled)
     dv = _gradient_term(grad, n, momentum_bits, velocity_radix_bits)
-    v = v - _round_or_nan(dv)
+    v = v - _round(dv, jnp.nan)
     dw = _position_term(v, alpha, radix_bits, velocity_radix_bits)
     w = state.w + _round(dw)
     # Each part is below 2^51 when it is not flagged, so the sums are exact (below 2^52) and the

@@ -282,15 +282,25 @@ def _setup(config, hparams, init) -> _Problem:
     return _Problem(params0, treedef, [jnp.shape(x) for x in leaves], dtype)
 
 
-def _model_float(problem: _Problem, x: jax.Array, radix_bits: int) -> jax.Array:
-    """A fixed-point array as a float array of the model's dtype."""
+def _model_float_parts(problem: _Problem, x: jax.Array, radix_bits: int) -> tuple[jax.Array, jax.Array]:
+    """A fixed-point array as ``(y, scale)`` in the model's dtype, ``y * scale`` its float value.
+
+    Where the dtype's range holds every integer below :math:`2^{52}` and :math:`2^{-R}` as a normal
+    number (float32, bfloat16, float64), ``y`` is the integer converted and ``scale`` is
+    :math:`2^{-R}`: a power of two commutes with rounding there, so ``y * scale`` has the same bits
+    as scaling in float64 first, with the multiplication in the narrower type, or taken out of a
+    reduction (XLA otherwise writes out a float64 broadcast of the scale at every step). Elsewhere
+    ``y`` is the scaled value and ``scale`` is 1."""
     info = jnp.finfo(problem.dtype)
     if info.maxexp > E.LIMIT_BITS + 1 and radix_bits < -info.minexp:
-        # Convert, then scale by 2^-R in the model's dtype: the same bits as scaling in float64
-        # first (a power of two commutes with rounding where the range allows it, as here), with
-        # the multiplication in the narrower type.
-        return x.astype(problem.dtype) * jnp.asarray(2.0 ** -radix_bits, problem.dtype)
-    return E.to_float(x, radix_bits).astype(problem.dtype)
+        return x.astype(problem.dtype), jnp.asarray(2.0 ** -radix_bits, problem.dtype)
+    return E.to_float(x, radix_bits).astype(problem.dtype), jnp.asarray(1, problem.dtype)
+
+
+def _model_float(problem: _Problem, x: jax.Array, radix_bits: int) -> jax.Array:
+    """A fixed-point array as a float array of the model's dtype."""
+    y, scale = _model_float_parts(problem, x, radix_bits)
+    return y * scale
 
 
 def _as_params(problem: _Problem, states, radix_bits: int):
@@ -381,8 +391,11 @@ def _step_back(problem: _Problem, states, w_bar, v_bar, h_bar, alphas, gammas, n
       :math:`\\bar\\alpha_t` and :math:`\\bar\\gamma_t` (per leaf).
     """
     as_float = functools.partial(_model_float, problem, radix_bits=velocity_radix_bits)  # velocities
-    scale = 2.0 ** -velocity_radix_bits
-    alpha_bar = [(jnp.vdot(wb, s.v.astype(problem.dtype)) * scale).astype(a.dtype) for wb, s, a in zip(w_bar, states, alphas)]
+    def alpha_bar_of(wb, v, a):  # the velocity's scale out of the reduction
+        y, scale = _model_float_parts(problem, v, velocity_radix_bits)
+        return (jnp.vdot(wb, y) * scale).astype(a.dtype)
+
+    alpha_bar = [alpha_bar_of(wb, s.v, a) for wb, s, a in zip(w_bar, states, alphas)]
     alphas_, gammas_ = ([x.astype(problem.dtype) for x in xs] for xs in (alphas, gammas))
     v_bar = [vb + a * wb for vb, a, wb in zip(v_bar, alphas_, w_bar)]
     tangent = jax.tree.unflatten(problem.treedef, [
