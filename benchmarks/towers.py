@@ -14,7 +14,8 @@ quartiles; towers are timed up and back down the heights in each repeat.
 Prints, per workload:
   * SGD-HD / optax.sgd and Adam-HD / optax.adam (target <= 1.05), and beside them the same ratio
     for a hand-written minimal version of each (the previous direction in the state, one dot
-    product per step: what the algorithm cannot do without), as the floor for this machine;
+    product per step, each leaf summed flat with hgrad's flat_vdot as the library sums it: what the
+    algorithm cannot do without), as the floor for this machine;
   * towers of height 0 (plain) to 5, SGD/SGD/... and Adam(lr, b1, b2)/SGD/...: the time per step,
     what each extra level adds as a fraction of the plain optimizer's step (target <= 0.10), and
     the slope of time against height above the first level, per repeat.
@@ -34,7 +35,7 @@ import optax
 import hgrad.data
 import hgrad.towers as ht
 from hgrad.towers.tower import flat_vdot
-from workload import paired_ratio, warm_time, xent
+from workload import paired_ratio, tree_vdot, warm_time, xent
 
 WORKLOADS = {
     "Baydin MLP 784-1000-1000-10 ReLU, batch 128": ((784, 1000, 1000, 10), jax.nn.relu, 128),
@@ -79,12 +80,6 @@ def trainer(tx, activation, xs, ys):
     return train
 
 
-def tree_vdot(a, b) -> jax.Array:
-    """The dot product of two pytrees, each leaf summed flat as the library sums it
-    (:func:`hgrad.towers.tower.flat_vdot`), so that the minimal versions pay no slower reduction."""
-    return sum(flat_vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-
-
 def minimal_sgd_hd(lr, beta):
     """Baydin et al.'s SGD-HD written directly: the state is the rate and the last gradient."""
 
@@ -93,7 +88,7 @@ def minimal_sgd_hd(lr, beta):
 
     def update(grads, state, params=None):
         rate, prev = state
-        rate = rate + beta * tree_vdot(grads, prev)
+        rate = rate + beta * tree_vdot(grads, prev, flat_vdot)
         return jax.tree.map(lambda g: -rate * g, grads), (rate, grads)
 
     return optax.GradientTransformation(init, update)
@@ -108,7 +103,7 @@ def minimal_adam_hd(lr, beta, b1=0.9, b2=0.999, eps=1e-8):
 
     def update(grads, state, params=None):
         count, mu, nu, rate, prev = state
-        rate = rate + beta * tree_vdot(grads, prev)
+        rate = rate + beta * tree_vdot(grads, prev, flat_vdot)
         count = count + 1
         mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, mu, grads)
         nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, nu, grads)

@@ -336,7 +336,6 @@ def test_safe_sqrt_value_and_derivative():
     np.testing.assert_allclose(np.asarray(d), [0.0, 1.0, 0.25])
 
 
-
 @pytest.mark.parametrize("shape", [(), (7,), (784, 1000), (3, 4, 5)])
 def test_flat_vdot_is_the_dot_product_of_the_flattened_arrays(shape):
     from hgrad.towers.tower import flat_vdot
@@ -347,6 +346,7 @@ def test_flat_vdot_is_the_dot_product_of_the_flattened_arrays(shape):
         got = jax.jit(flat_vdot)(jnp.asarray(a), jnp.asarray(b))
         assert got.dtype == jnp.float64
     np.testing.assert_allclose(float(got), math.fsum((a * b).ravel()), rtol=1e-12, atol=1e-12)
+
 
 @pytest.mark.parametrize(
     "make, message",
