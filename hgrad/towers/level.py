@@ -42,12 +42,13 @@ class Level(NamedTuple):
         derivative).
       rebuild_direction: with a ``direction``, whether the tower keeps nothing weight-sized for the
         learning rate's derivative and rebuilds ``D`` from the state when the next gradient
-        arrives (``True``), or keeps ``D`` (times the derivative of the stored value), computed
-        with the update, which shares its arithmetic (``False``). Rebuilding saves one
-        weight-sized array and is cheap where ``D`` is read directly (a velocity); for Adam it
-        repeats a square root and a division per weight, which costs more than reading a kept
-        array (on a 2-core CPU, Baydin et al.'s MLP: Adam-HD's step 1.42 times ``optax.adam``'s
-        rebuilding, 1.18 keeping, in one paired run; on an H100 1.248 against 1.239).
+        arrives (``True``), or keeps ``D`` from the step (``False``); an ``update`` that computes
+        its direction with ``direction`` then shares that array, and the tower applies the
+        rate's derivative in the contraction. Rebuilding saves one weight-sized array and is
+        cheap where ``D`` is read directly (a velocity); for Adam it repeats a square root and a
+        division per weight, which costs more than reading a kept array (on a 2-core CPU,
+        Baydin et al.'s MLP: Adam-HD's step 1.42 times ``optax.adam``'s rebuilding, 1.18
+        keeping, in one paired run; on an H100 1.248 against 1.239).
     """
 
     init: Callable[[Any], Any]

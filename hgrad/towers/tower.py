@@ -18,11 +18,13 @@ level uses the hyperparameters just updated above it, and level 0's update is re
 The derivative :math:`\partial u_k / \partial h_k` is taken when ``u_k`` is computed (one
 tangent per tuned scalar, each shaped like level ``k``'s parameters: by hand where the level
 gives it, else in forward mode) and kept in the state until the next gradient arrives. For a
-learning rate the update is :math:`-\alpha D`: the tangent is the update itself in log space,
-else :math:`-D` times the derivative of the stored value, with :math:`D` read from the level's
-state (:attr:`~hgrad.towers.Level.direction`); where rebuilding :math:`D` is cheap (a momentum's
-velocity) nothing is kept and :math:`D` is rebuilt from the state when the next gradient arrives.
-Each scalar level above the first costs a handful of scalar operations.
+learning rate the update is :math:`-\alpha D`, so the tangent is :math:`-D\, d\alpha/du` for
+the stored value :math:`u`: where the level gives :math:`D`
+(:attr:`~hgrad.towers.Level.direction`), the tower keeps :math:`D`, the array the update was made
+from, and multiplies the contraction by the scalar :math:`-d\alpha/du`; where rebuilding
+:math:`D` is cheap (a momentum's velocity) nothing is kept and :math:`D` is rebuilt from the state
+when the next gradient arrives; without a direction it keeps the update itself (log space) or its
+forward-mode derivative. Each scalar level above the first costs a handful of scalar operations.
 
 References:
   Baydin, Cornish, Martinez Rubio, Schmidt, Wood. *Online learning rate adaptation with
@@ -55,8 +57,9 @@ class LevelState(NamedTuple):
       inner: this level's optimizer state.
       tangents: the derivatives of this level's last update with respect to its tuned
         hyperparameters, in the order of ``Level.hyperparameters``, each shaped like what this
-        level updates, or ``None`` for the learning rate of a level with a ``direction`` (rebuilt
-        from ``inner``); ``None`` at the top.
+        level updates; for the learning rate of a level with a ``direction``, that direction
+        ``D`` (the derivative is ``-D`` times that of the rate w.r.t. its stored value), or
+        ``None`` where ``D`` is rebuilt from ``inner``; ``None`` at the top.
     """
 
     params: dict
@@ -82,6 +85,11 @@ def _rebuilt(level: Level, name: str) -> bool:
     return name == level.proportional_to and level.direction is not None and level.rebuild_direction
 
 
+def _scaled(level: Level, name: str) -> bool:
+    """Whether the derivative w.r.t. ``name`` is ``-d(value)/du`` times the level's direction."""
+    return name == level.proportional_to and level.direction is not None
+
+
 def _dvalue(h, u):
     """d(value)/d(stored value) of hyperparameter ``h`` at ``u``."""
     return jax.jvp(h.constrain, (u,), (jnp.ones_like(u),))[1]
@@ -92,10 +100,10 @@ def _step(level: Level, grads, inner, params: dict, *, tangents: bool):
     update's derivative w.r.t. each tuned scalar.
 
     The derivatives are a tuple in the order of ``level.hyperparameters``, each shaped like the
-    update. That w.r.t. the log of a rate the update is proportional to is the update itself, and
-    w.r.t. another storage of it ``-D`` (from the level's ``direction``) times the derivative of
-    the value; the level's own ``tangents`` give others by hand; the rest come from forward-mode
-    passes.
+    update. For the rate the update is proportional to, with a ``direction``: ``D`` itself (the
+    contraction applies ``-d(value)/du``), or ``None`` where it is rebuilt; without one, the
+    update itself for a rate stored as its log. The level's own ``tangents`` give others by hand;
+    the rest come from forward-mode passes.
     """
 
     def run(p):
@@ -110,11 +118,10 @@ def _step(level: Level, grads, inner, params: dict, *, tangents: bool):
     for name, h in level.hyperparameters.items():
         if _rebuilt(level, name):
             derivs.append(None)  # -d(value)/du * D, with D rebuilt from the state when needed
+        elif _scaled(level, name):
+            derivs.append(level.direction(new_inner, values))  # D; -d(value)/du applied later
         elif name == level.proportional_to and (h.kind, h.storage) == ("positive", "unconstrained"):
             derivs.append(updates)  # d(x0 exp(u - u0) d)/du = the update
-        elif name == level.proportional_to and level.direction is not None:
-            scale = -_dvalue(h, params[name])  # u = -value * D, D from the state just left
-            derivs.append(jax.tree.map(lambda d: scale * d, level.direction(new_inner, values)))
         elif name in by_hand:  # d(update)/d(value) times d(value)/du
             scale = _dvalue(h, params[name])
             derivs.append(jax.tree.map(lambda d: scale * d, by_hand[name]))
@@ -148,9 +155,10 @@ def _contract(level: Level, state: LevelState, cotangent, dtype) -> dict:
     out = {}
     for name, t in zip(level.hyperparameters, state.tangents):
         scale = 1
-        if t is None:  # u = -value * D: du/du_name = -d(value)/du_name * D
-            t = level.direction(state.inner, state.values)
+        if _scaled(level, name):  # u = -value * D: du/du_name = -d(value)/du_name * D
             scale = -_dvalue(level.hyperparameters[name], state.params[name])
+            if t is None:
+                t = level.direction(state.inner, state.values)
         out[name] = (scale * sum(flat_vdot(a, b) for a, b in zip(c, jax.tree.leaves(t)))).astype(dtype)
     return out
 
