@@ -107,7 +107,8 @@ def minimal_adam_hd(lr, beta, b1=0.9, b2=0.999, eps=1e-8):
         count = count + 1
         mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, mu, grads)
         nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, nu, grads)
-        c1, c2 = 1 - b1 ** count.astype(jnp.float32), 1 - b2 ** count.astype(jnp.float32)
+        t = count.astype(jnp.float32) + 0 * rate  # D after the rate: no copies (hgrad's adam)
+        c1, c2 = 1 - b1 ** t, 1 - b2 ** t
         direction = jax.tree.map(lambda m, v: (m / c1) / (jnp.sqrt(v / c2) + eps), mu, nu)
         return jax.tree.map(lambda d: -rate * d, direction), (count, mu, nu, rate, direction)
 
