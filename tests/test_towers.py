@@ -336,8 +336,8 @@ def test_safe_sqrt_value_and_derivative():
     np.testing.assert_allclose(np.asarray(d), [0.0, 1.0, 0.25])
 
 
-def _weight_sized_copies_in_the_training_loop(tx, shape=(48, 40)):
-    """How many arrays of ``shape`` XLA copies inside a jitted scan of training steps of ``tx``."""
+def _training_loop_hlo(tx, shape=(48, 40)):
+    """XLA's compiled text of a jitted scan of training steps of ``tx``, and its loop body."""
     import re
 
     x = jnp.asarray(np.random.default_rng(0).normal(size=(5, shape[0])), jnp.float32)
@@ -353,18 +353,41 @@ def _weight_sized_copies_in_the_training_loop(tx, shape=(48, 40)):
 
     text = jax.jit(train).lower(jnp.ones(shape, jnp.float32)).compile().as_text()
     body = re.search(r"body=%?([\w.\-]+)", text).group(1)
-    computation = re.search(r"\n%?" + re.escape(body) + r" [^\n]*\{\n(.*?)\n\}", text, re.S).group(1)
-    return len(re.findall(r"f32\[%d,%d\]\{1,0\} copy\(" % shape, computation))
+    return text, _computation(text, body)
 
 
-@pytest.mark.skipif(jax.default_backend() != "cpu", reason="a property of XLA:CPU's copy insertion")
+def _computation(text, name):
+    import re
+
+    return re.search(r"\n%?" + re.escape(name) + r" [^\n]*\{\n(.*?)\n\}", text, re.S).group(1)
+
+
+_CPU_ONLY = pytest.mark.skipif(jax.default_backend() != "cpu",
+                               reason="a property of XLA:CPU's compiled program")
+
+
+@_CPU_ONLY
 @pytest.mark.parametrize("tx", [ht.adam_hd(1e-3, 1e-7), ht.adam_hd(1e-3, 1e-7, storage="linear")],
                          ids=["log", "linear"])
 def test_adam_hd_keeps_its_direction_without_copying_it(tx):
     # The kept direction is written where the last one was, after the contraction has read
     # it; were it computed before (it does not otherwise depend on the new learning rate),
     # XLA would copy the old one out and the new one in at every step (adam's `direction`).
-    assert _weight_sized_copies_in_the_training_loop(tx) == 0
+    _, body = _training_loop_hlo(tx)
+    assert "f32[48,40]{1,0} copy(" not in body
+
+
+@_CPU_ONLY
+def test_adams_b1_and_b2_derivatives_write_no_shared_square_root():
+    # Each derivative computes its own root of the second moment; a root shared by both is
+    # written as a weight-sized array and read back (adam's `tangents`).
+    import re
+
+    tx = ht.tower(ht.adam(1e-3, tune=("learning_rate", "b1", "b2")), ht.sgd(1e-7))
+    text, body = _training_loop_hlo(tx)
+    roots = [re.search(r"ROOT [^=]+= \S+ (\w+)\(", _computation(text, name)).group(1)
+             for name in re.findall(r"f32\[48,40\]\{1,0\} fusion\(.*?calls=%?([\w.\-]+)", body)]
+    assert roots and "sqrt" not in roots, roots
 
 
 @pytest.mark.parametrize("shape", [(), (7,), (784, 1000), (3, 4, 5)])

@@ -133,7 +133,7 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
         return jax.tree.map(lambda m, v: corrected(m, v, count, beta1, beta2, lr), state.mu, state.nu)
 
     def tangents(grads, state, values):
-        r"""d(update)/d(b1) and d(update)/d(b2), by hand: one elementwise pass for both.
+        r"""d(update)/d(b1) and d(update)/d(b2), by hand: one fused loop over the weights each.
 
         With :math:`c_i = 1 - \beta_i^t`, :math:`\hat m = m / c_1`, :math:`s = \sqrt{v / c_2}`:
         :math:`\partial\hat m/\partial\beta_1 = (m_{t-1} - g)/c_1 + t\beta_1^{t-1} m / c_1^2`,
@@ -141,10 +141,15 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
         (0 where s = 0), :math:`\partial u/\partial\beta_1 = -\alpha\,(\partial\hat m/
         \partial\beta_1)/(s+\epsilon)`, :math:`\partial u/\partial\beta_2 = \alpha\hat m\,
         (\partial s/\partial\beta_2)/(s+\epsilon)^2`. The divisions by :math:`c_i` are products
-        with scalar reciprocals, and :math:`1/(s+\epsilon)` is computed once: per weight, one
-        square root and two divisions. (Against two roots and ten divisions this changed no
-        measured step time: storing these tangents and contracting them with the next gradient,
-        passes over memory, is what they cost.)
+        with scalar reciprocals.
+
+        Each derivative computes its own :math:`s`, as :math:`\sqrt{v/c_2}` for
+        :math:`\beta_1` and :math:`\sqrt{v}\sqrt{1/c_2}` for :math:`\beta_2`: written the same
+        way, XLA merged the two, and as it does not repeat a square root or a division in two
+        fused loops, it wrote :math:`s` and :math:`1/(s+\epsilon)` as two weight-sized arrays
+        that both derivatives then read back (the Adam(lr, b1, b2) level at height 1 on Baydin
+        et al.'s MLP, 2-core CPU, paired: 1.47 and 1.50 times optax.adam's step shared, 1.40
+        and 1.36 apart). The arithmetic is free beside the memory traffic.
         """
         lr = values.get("learning_rate", learning_rate)
         beta1, beta2, mu, nu, count = moments(grads, state, values)
@@ -152,13 +157,13 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
         def both(g, m0, v0, m, v):
             t = count.astype(m.dtype)
             r1, r2 = 1 / (1 - beta1**t), 1 / (1 - beta2**t)
-            s = safe_sqrt(v * r2)
-            inverse = 1 / (s + eps)
             out = {}
             if "b1" in hyper:
                 dm = (m0 - g) * r1 + (t * beta1 ** (t - 1) * r1 * r1) * m
-                out["b1"] = -lr * dm * inverse
+                out["b1"] = -lr * dm / (safe_sqrt(v * r2) + eps)
             if "b2" in hyper:
+                s = safe_sqrt(v) * jnp.sqrt(r2)  # not the same expression as above: see docstring
+                inverse = 1 / (s + eps)
                 dv = (v0 - g * g) * r2 + (t * beta2 ** (t - 1) * r2 * r2) * v
                 ds = jnp.where(s > 0, dv / (2 * jnp.where(s > 0, s, 1)), 0)
                 out["b2"] = (lr * r1) * m * ds * (inverse * inverse)
