@@ -16,6 +16,7 @@ import pytest
 from flax import nnx
 
 import hgrad.towers as ht
+from hgrad.towers.adam import AdamState
 from hgrad.towers.level import Level
 from tests.helpers import derivative
 
@@ -388,6 +389,46 @@ def test_adams_b1_and_b2_derivatives_write_no_shared_square_root():
     roots = [re.search(r"ROOT [^=]+= \S+ (\w+)\(", _computation(text, name)).group(1)
              for name in re.findall(r"f32\[48,40\]\{1,0\} fusion\(.*?calls=%?([\w.\-]+)", body)]
     assert roots and "sqrt" not in roots, roots
+
+
+@_CPU_ONLY
+def test_adams_b1_and_b2_derivatives_leave_the_old_moments_uncopied():
+    # The derivatives take m_{t-1} - g from the new moment, so the step writes the new moments
+    # where the old ones were; read from the old ones, XLA copied both at every step.
+    tx = ht.tower(ht.adam(1e-3, tune=("learning_rate", "b1", "b2")), ht.sgd(1e-7))
+    _, body = _training_loop_hlo(tx)
+    assert "f32[48,40]{1,0} copy(" not in body
+
+
+@pytest.mark.parametrize("b1", [0.9, 0.01])
+def test_adams_float32_b1_and_b2_derivatives_agree_with_float64(b1):
+    rng = np.random.default_rng(0)
+    g = rng.normal(size=10_000)
+    m0, v0 = 0.9 * g + 0.3 * rng.normal(size=g.size), g**2 + 0.1 * rng.random(g.size)
+    level = ht.adam(1e-3, b1=b1, tune=("learning_rate", "b1", "b2"))
+    got = {}
+    with jax.enable_x64(True):
+        for dtype in (jnp.float32, jnp.float64):
+            state = AdamState(count=jnp.asarray(5, jnp.int32), mu=jnp.asarray(m0, dtype),
+                              nu=jnp.asarray(v0, dtype))
+            values = {"learning_rate": jnp.asarray(1e-3, dtype), "b1": jnp.asarray(b1, dtype),
+                      "b2": jnp.asarray(0.999, dtype)}
+            got[dtype] = level.tangents(jnp.asarray(g, dtype), state, values)
+    for name in ("b1", "b2"):
+        single, double = (np.asarray(got[d][name], np.float64) for d in (jnp.float32, jnp.float64))
+        assert abs(g @ single - g @ double) <= 1e-4 * abs(g @ double), name
+
+
+def test_adams_b1_derivative_is_zero_not_nan_where_b1_is_zero():
+    # At b1 = 0 (the bottom of its window in the working precision) the new moment is the
+    # gradient and keeps nothing of the old one: the derivative is taken as 0
+    level = ht.adam(1e-3, tune=("learning_rate", "b1", "b2"))
+    state = AdamState(count=jnp.asarray(3, jnp.int32), mu=jnp.asarray([0.5, -1.0]),
+                      nu=jnp.asarray([0.2, 0.0]))
+    out = level.tangents(jnp.asarray([1.0, 0.0]), state,
+                         {"learning_rate": 1e-3, "b1": jnp.asarray(0.0), "b2": jnp.asarray(0.999)})
+    assert np.array_equal(np.asarray(out["b1"]), [0.0, 0.0])
+    assert np.all(np.isfinite(np.asarray(out["b2"])))
 
 
 @pytest.mark.parametrize("shape", [(), (7,), (784, 1000), (3, 4, 5)])

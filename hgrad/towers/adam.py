@@ -143,6 +143,23 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
         (\partial s/\partial\beta_2)/(s+\epsilon)^2`. The divisions by :math:`c_i` are products
         with scalar reciprocals.
 
+        The old moments enter only as :math:`m_{t-1} - g = (m - g)/\beta_1` and
+        :math:`v_{t-1} - g^2 = (v - g^2)/\beta_2`, from the new moments, so that nothing reads
+        the old ones after the step has written the new ones in their place. Read from the old
+        ones, XLA copied both out of their buffers at every step: the Adam(lr, b1, b2) level at
+        height 1 on Baydin et al.'s MLP cost 1.60 and 1.64 times optax.adam's step with the
+        copies, 1.42 and 1.40 without (paired runs, 2-core CPU). The price is rounding: the
+        error of :math:`m` (:math:`\approx\varepsilon |m|`) is divided by :math:`\beta_1`. In
+        float32 against float64, on 10^5 weights, the contraction with the next gradient is off
+        by 5e-6 (relative) for :math:`\beta_1` from 0.9 to 0.01, as with the old moments, 2e-3
+        at 1e-4 and 0.15 at 1e-6 (the old moments' form: 5e-6 throughout); :math:`\beta_2`'s
+        is unaffected at 0.999. In the stored value :math:`u` the level above steps, the
+        absolute error stays about :math:`\varepsilon |m|`, since :math:`d\beta/du` is
+        itself proportional to :math:`\beta` near 0 (logit: :math:`\beta(1-\beta)`; tanh:
+        :math:`2\beta(1-\beta)`); float64 is the remedy where a tiny rate's derivative must
+        be accurate. Where a rate is exactly 0 (the bottom of its window in the working
+        precision) the new moment holds nothing of the old one, and its derivative is taken as 0.
+
         Each derivative computes its own :math:`s`, as :math:`\sqrt{v/c_2}` for
         :math:`\beta_1` and :math:`\sqrt{v}\sqrt{1/c_2}` for :math:`\beta_2`: written the same
         way, XLA merged the two, and as it does not repeat a square root or a division in two
@@ -153,18 +170,20 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
         """
         lr = values.get("learning_rate", learning_rate)
         beta1, beta2, mu, nu, count = moments(grads, state, values)
+        # 1 / beta, or 0 where beta is 0: m_{t-1} - g = (m - g) / beta (see the docstring)
+        over_b1, over_b2 = (jnp.where(beta > 0, 1 / jnp.where(beta > 0, beta, 1), 0) for beta in (beta1, beta2))
 
-        def both(g, m0, v0, m, v):
+        def both(g, m, v):
             t = count.astype(m.dtype)
             r1, r2 = 1 / (1 - beta1**t), 1 / (1 - beta2**t)
             out = {}
             if "b1" in hyper:
-                dm = (m0 - g) * r1 + (t * beta1 ** (t - 1) * r1 * r1) * m
+                dm = ((m - g) * over_b1) * r1 + (t * beta1 ** (t - 1) * r1 * r1) * m
                 out["b1"] = -lr * dm / (safe_sqrt(v * r2) + eps)
             if "b2" in hyper:
                 s = safe_sqrt(v) * jnp.sqrt(r2)  # not the same expression as above: see docstring
                 inverse = 1 / (s + eps)
-                dv = (v0 - g * g) * r2 + (t * beta2 ** (t - 1) * r2 * r2) * v
+                dv = ((v - g * g) * over_b2) * r2 + (t * beta2 ** (t - 1) * r2 * r2) * v
                 ds = jnp.where(s > 0, dv / (2 * jnp.where(s > 0, s, 1)), 0)
                 out["b2"] = (lr * r1) * m * ds * (inverse * inverse)
             return out
@@ -172,7 +191,7 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
         names = [name for name in ("b1", "b2") if name in hyper]
         if not names:
             return {}
-        per_leaf = jax.tree.map(both, grads, state.mu, state.nu, mu, nu)  # leaves -> {name: array}
+        per_leaf = jax.tree.map(both, grads, mu, nu)  # leaves -> {name: array}
         inner = jax.tree.structure({name: 0 for name in names})
         return jax.tree.transpose(jax.tree.structure(grads), inner, per_leaf)
 
