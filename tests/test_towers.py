@@ -421,7 +421,8 @@ def test_adams_float32_b1_and_b2_derivatives_agree_with_float64(b1):
 
 def test_adams_b1_derivative_is_zero_not_nan_where_b1_is_zero():
     # At b1 = 0 (the bottom of its window in the working precision) the new moment is the
-    # gradient and keeps nothing of the old one: the derivative is taken as 0
+    # gradient and keeps nothing of the old one: its derivative m_{t-1} - g is taken as 0 (and
+    # past the first step, so is the bias correction's, t b1^(t-1) m / c1^2)
     level = ht.adam(1e-3, tune=("learning_rate", "b1", "b2"))
     state = AdamState(count=jnp.asarray(3, jnp.int32), mu=jnp.asarray([0.5, -1.0]),
                       nu=jnp.asarray([0.2, 0.0]))

@@ -158,7 +158,8 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
         itself proportional to :math:`\beta` near 0 (logit: :math:`\beta(1-\beta)`; tanh:
         :math:`2\beta(1-\beta)`); float64 is the remedy where a tiny rate's derivative must
         be accurate. Where a rate is exactly 0 (the bottom of its window in the working
-        precision) the new moment holds nothing of the old one, and its derivative is taken as 0.
+        precision) the new moment holds nothing of the old one, and its derivative,
+        :math:`m_{t-1} - g` or :math:`v_{t-1} - g^2`, is taken as 0.
 
         Each derivative computes its own :math:`s`, as :math:`\sqrt{v/c_2}` for
         :math:`\beta_1` and :math:`\sqrt{v}\sqrt{1/c_2}` for :math:`\beta_2`: written the same
@@ -171,7 +172,8 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
         lr = values.get("learning_rate", learning_rate)
         beta1, beta2, mu, nu, count = moments(grads, state, values)
         # 1 / beta, or 0 where beta is 0: m_{t-1} - g = (m - g) / beta (see the docstring)
-        over_b1, over_b2 = (jnp.where(beta > 0, 1 / jnp.where(beta > 0, beta, 1), 0) for beta in (beta1, beta2))
+        over_b1, over_b2 = (jnp.where(beta > 0, 1 / jnp.where(beta > 0, beta, 1), 0)
+                            for beta in (beta1, beta2))
 
         def both(g, m, v):
             t = count.astype(m.dtype)
