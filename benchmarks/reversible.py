@@ -16,11 +16,12 @@ Prints, in one run:
     and beside it the
     float work alone (training plus the reverse sweep's gradients, Hessian-vector products, dot
     products and adjoint updates in float32, without exact arithmetic), the floor of any reversal;
-  * memory: the reversible run's state (weights + velocities, 64 bits each) and buffer (allocated, and the
-    information it holds) against storing the trajectory (T states of weights + velocities, in
-    float32 as the workload trains, and in float64, the precision the exact state keeps), for T in
-    --steps; XLA's compiled peak for the whole forward and reverse sweeps (adjoints included) beside
-    it; ratio target >= 50;
+  * memory: the reversible run's state (weights + velocities: 64 bits each by default, or the weights
+    stored in 32 bits, weight_bits=32) and buffer (allocated, and the information it holds) against
+    storing the trajectory (T states of weights + velocities, in float32 as the workload trains, and
+    in float64, the precision the exact state keeps), for T in --steps; XLA's compiled peak for the
+    whole forward and reverse sweeps (adjoints included) beside it; ratio target >= 50; and the
+    time of the jitted hypergradient with 32-bit weights against training;
   * bits per weight per step for momenta in --momenta against log2(1/g).
 
 Usage: python benchmarks/reversible.py [--steps 100 1000 10000] [--momenta 0.5 0.9 0.98 0.99]
@@ -97,13 +98,13 @@ def float_reverse_run(w: Workload, params0, h, T: int):
     return run
 
 
-def memory(w, params0, h, outer, T: int):
+def memory(w, params0, h, outer, T: int, weight_bits: int):
     """Bytes of the reversible run's state and buffer (the shapes the forward pass returns) and of a
     stored trajectory of weights + velocities; XLA's peak over the compiled forward and reverse passes
     (two loops), and over the one loop that runs both (``single_loop=True``)."""
     with jax.enable_x64(True):
         words = R.buffer_words_needed(h, params0, T, 16)
-        config = (w.loss, outer, None, T, 41, 47, 16, words)
+        config = (w.loss, outer, None, T, RADIX[weight_bits], 47, 16, words, weight_bits)
         fwd = R._forward.lower(config, h, params0).compile().memory_analysis()  # noqa: SLF001
         states = jax.eval_shape(lambda: R._forward(config, h, params0)[0])  # noqa: SLF001
         rev = R._reverse.lower(config, h, params0, states).compile().memory_analysis()  # noqa: SLF001
@@ -117,6 +118,9 @@ def memory(w, params0, h, outer, T: int):
                 words=words, trajectory32=T * 2 * 4 * n, trajectory64=T * 2 * 8 * n)
 
 
+RADIX = {64: 41, 32: 28}  # reversible_hypergrad's default fractional bits of the weights, by storage
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, nargs="+", default=[100, 1000, 10000])
@@ -127,7 +131,8 @@ def main():
     args = parser.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}, batch {args.batch}; "
           "model float32, reversible state fixed point held in float64 (weights 41 and velocities 47 "
-          "fractional bits, momentum bits 16), buffer 32-bit heads + 16-bit words")
+          "fractional bits, momentum bits 16; or, with weight_bits=32, weights stored as int32 with 28), "
+          "buffer 32-bit heads + 16-bit words")
 
     T = 100
     w, params0, h, outer = problem(T, args.batch, 0.9)
@@ -136,13 +141,14 @@ def main():
     with jax.enable_x64(True):
         words = R.buffer_words_needed(h, params0, T, 16)
     # traced with 64-bit types off, as a user's float32 hyper-step is: the sweeps switch them on inside
-    rev_jit = lambda one: jax.jit(lambda p, hh: hgrad.reversible_hypergrad(  # noqa: E731
-        w.loss, outer, p, hh, T, buffer_words=words, single_loop=one).grads)
+    rev_jit = lambda one, bits=64: jax.jit(lambda p, hh: hgrad.reversible_hypergrad(  # noqa: E731
+        w.loss, outer, p, hh, T, buffer_words=words, single_loop=one, weight_bits=bits).grads)
     default_one = jax.default_backend() != "cpu"  # reversible_hypergrad's default
 
     plain = paired_ratio(rev, train, (params0, h), repeats=args.repeats)
     jitted = paired_ratio(rev_jit(default_one), train, (params0, h), repeats=args.repeats)
     other = paired_ratio(rev_jit(not default_one), train, (params0, h), repeats=args.repeats)
+    compact = paired_ratio(rev_jit(default_one, 32), train, (params0, h), repeats=args.repeats)
     floor = paired_ratio(float_reverse_run(w, params0, h, T), train, (params0, h), repeats=args.repeats)
     result = hgrad.reversible_hypergrad(w.loss, outer, params0, h, T)
     print(f"\nT={T}, momentum 0.9: training {plain['base_time'] * 1e3:.1f} ms, reversible hypergradient "
@@ -155,28 +161,33 @@ def main():
     names = {True: "one loop", False: "two loops"}
     print(f"  the default here is {names[default_one]} (single_loop={default_one}); with {names[not default_one]} "
           f"(single_loop={not default_one}), jitted: {other['ratio']:.2f} [{other['q1']:.2f}, {other['q3']:.2f}]")
+    print(f"  with the weights stored in 32 bits (weight_bits=32), jitted: {compact['ratio']:.2f} "
+          f"[{compact['q1']:.2f}, {compact['q3']:.2f}]")
     print(f"  the float work alone: training + the reverse sweep's float work = 1 + {floor['ratio']:.2f} "
           f"[{floor['q1']:.2f}, {floor['q3']:.2f}] = {1 + floor['ratio']:.2f} x training; the exact arithmetic "
           f"adds the rest, {jitted['ratio'] - 1 - floor['ratio']:.2f} (jitted)")
 
-    print(f"\n{'T':>6} {'w+v MiB':>8} {'buffer MiB':>10} {'words':>5} {'held bits/w/step':>18} {'XLA peak':>8} "
-          f"{'1 loop':>7} {'traj f32':>9} {'ratio':>6} {'traj f64':>9} {'ratio':>6}")
+    print(f"\n{'T':>6} {'w bits':>6} {'w+v MiB':>8} {'buffer MiB':>10} {'words':>5} {'held bits/w/step':>18} "
+          f"{'XLA peak':>8} {'1 loop':>7} {'traj f32':>9} {'ratio':>6} {'traj f64':>9} {'ratio':>6}")
     for T in args.steps:
         w, params0, h, outer = problem(T, args.batch, 0.9)
-        m = memory(w, params0, h, outer, T)
-        held = "(compiled only)"
-        if T <= args.run_up_to:
-            start = time.perf_counter()
-            r = hgrad.reversible_hypergrad(w.loss, outer, params0, h, T)
-            held = f"{float(r.bits_per_weight_per_step):.4f} ({time.perf_counter() - start:.0f} s)"
-        ours = m["weights"] + m["buffer"]
-        mib = lambda b: f"{b / 2**20:.2f}"  # noqa: E731
-        print(f"{T:>6} {mib(m['weights']):>8} {mib(m['buffer']):>10} {m['words']:>5} {held:>18} {mib(m['peak']):>8} "
-              f"{mib(m['peak_one']):>7} {mib(m['trajectory32']):>9} {m['trajectory32'] / ours:>6.1f} {mib(m['trajectory64']):>9} "
-              f"{m['trajectory64'] / ours:>6.1f}")
-    print("  MiB; ratio = trajectory / (w+v + buffer), target >= 50; words = 16-bit words per weight "
-          "allocated from the bound; XLA peak: two loops (the larger sweep), 1 loop: single_loop=True."
-          f" log2(1/0.9) = {np.log2(1 / 0.9):.4f} bits")
+        for bits in (64, 32):
+            m = memory(w, params0, h, outer, T, bits)
+            held = "(compiled only)"
+            if T <= args.run_up_to:
+                start = time.perf_counter()
+                r = hgrad.reversible_hypergrad(w.loss, outer, params0, h, T, weight_bits=bits)
+                held = f"{float(r.bits_per_weight_per_step):.4f} ({time.perf_counter() - start:.0f} s)"
+                assert bool(r.exact)
+            ours = m["weights"] + m["buffer"]
+            mib = lambda b: f"{b / 2**20:.2f}"  # noqa: E731
+            print(f"{T:>6} {bits:>6} {mib(m['weights']):>8} {mib(m['buffer']):>10} {m['words']:>5} {held:>18} "
+                  f"{mib(m['peak']):>8} {mib(m['peak_one']):>7} {mib(m['trajectory32']):>9} "
+                  f"{m['trajectory32'] / ours:>6.1f} {mib(m['trajectory64']):>9} {m['trajectory64'] / ours:>6.1f}")
+    print("  MiB; ratio = trajectory / (w+v + buffer), target >= 50; w bits: how the fixed-point weights are "
+          "stored between steps (velocities: 64); words = 16-bit words per weight, counted from the momenta "
+          "(none while the 32-bit heads hold the run); XLA peak: two loops (the larger sweep), 1 loop: "
+          f"single_loop=True. log2(1/0.9) = {np.log2(1 / 0.9):.4f} bits")
 
     print(f"\n{'momentum':>9} {'bits/w/step':>12} {'log2(1/g)':>10} {'ratio':>6}")
     for g in args.momenta:

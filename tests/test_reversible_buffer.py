@@ -4,6 +4,7 @@ the entropy bound to within the floor's rounding."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,11 +25,12 @@ def _as_tuple(buf):
 def test_decay_then_undecay_restores_every_state_bit_for_bit(n_weights, steps, k, scale, seed):
     """Random velocities (integers held in float64, any sign, magnitudes up to 2^51) and momenta n/2^k per weight and step
     (so heads grow at different rates and some spill early): undoing the decays in reverse order
-    restores every buffer state and velocity, and the capacity from the bound suffices."""
+    restores every buffer state and velocity, and the run fills exactly the capacity that
+    words_needed counted."""
     rng = np.random.default_rng(seed)
     with jax.enable_x64(True):
         ns = rng.integers(2, 2 ** k, size=(steps, n_weights)).astype(np.float64)
-        capacity = B.words_needed(np.max(B.step_bits(ns, k), axis=1))
+        capacity = B.words_needed(np.min(ns, axis=1), k)
         buf = B.empty(n_weights, capacity)
         v = jnp.asarray(rng.integers(-2 ** scale, 2 ** scale, size=n_weights, endpoint=True), jnp.float64)
         history = [(_as_tuple(buf), np.asarray(v))]
@@ -36,6 +38,7 @@ def test_decay_then_undecay_restores_every_state_bit_for_bit(n_weights, steps, k
             buf, v = decay(buf, v, jnp.asarray(ns[t]), k)
             history.append((_as_tuple(buf), np.asarray(v)))
         assert not bool(buf.overflow), "the capacity from words_needed was too small"
+        assert int(buf.count) == capacity, (int(buf.count), capacity)
         for t in reversed(range(steps)):
             buf, v = undecay(buf, v, jnp.asarray(ns[t]), k)
             (head, words, count, overflow), v_then = history[t]
@@ -74,7 +77,7 @@ def test_stored_bits_meet_the_entropy_bound():
     with jax.enable_x64(True):
         for gamma in [0.5, 0.9, 0.98, 0.99]:
             n = round(gamma * 2 ** k)
-            buf = B.empty(weights, B.words_needed(np.full(steps, B.step_bits(n, k))))
+            buf = B.empty(weights, B.words_needed(np.full(steps, n), k))
             v = jnp.asarray(rng.integers(-2 ** 50, 2 ** 50, size=weights), jnp.float64)
             step = jax.jit(lambda b, v: B.decay(b, v, jnp.float64(n), k))
             for _ in range(steps):
@@ -86,9 +89,39 @@ def test_stored_bits_meet_the_entropy_bound():
             assert np.all(per_step >= bound - 1 / steps), (gamma, per_step.min(), bound)
 
 
-def test_a_full_stack_is_flagged():
+@pytest.mark.parametrize("capacity", [0, 1])
+def test_a_full_stack_is_flagged(capacity):
     with jax.enable_x64(True):
-        buf, v = B.empty(2, capacity=1), jnp.zeros(2, jnp.float64)
+        buf, v = B.empty(2, capacity=capacity), jnp.zeros(2, jnp.float64)
         for _ in range(100):  # 100 bits at gamma = 1/2 need 6 words
             buf, v = decay(buf, v, jnp.float64(2 ** 15), 16)
         assert bool(buf.overflow)
+
+
+def test_no_rows_while_the_heads_hold_the_run():
+    """At gamma = 0.9 a head holds 16 bits on top of the empty buffer's 2^16: 100 decays (15.2 bits)
+    need no row, and a buffer without rows reverses them exactly; 106 decays need one."""
+    n = round(0.9 * 2 ** 16)
+    assert B.words_needed(np.full(100, n), 16) == 0 and B.words_needed(np.full(106, n), 16) == 1
+    with jax.enable_x64(True):
+        buf = B.empty(3, 0)
+        assert buf.words.shape == (0, 3) and B.memory_bytes(buf) == 3 * 4 + 4 + 4 + 8 + 1
+        v0 = jnp.asarray([-(2 ** 40) - 3, 0, 2 ** 45 + 7], jnp.float64)
+        v = v0
+        for _ in range(100):
+            buf, v = decay(buf, v, jnp.float64(n), 16)
+        assert not bool(buf.overflow) and int(buf.count) == 0
+        for _ in range(100):
+            buf, v = undecay(buf, v, jnp.float64(n), 16)
+        np.testing.assert_array_equal(np.asarray(v), np.asarray(v0))
+        assert np.all(np.asarray(buf.head) == B.HEAD_LOW)
+
+
+@SETTINGS
+@given(steps=st.integers(1, 600), low=st.sampled_from([2, 1000, 30000, 60000]), seed=st.integers(0, 2 ** 31 - 1))
+def test_lower_numerators_never_need_fewer_words(steps, low, seed):
+    """Faster-growing heads spill no later: the margin hgrad.reversible.buffer_words_needed relies on."""
+    rng = np.random.default_rng(seed)
+    n = rng.integers(low, 2 ** 16, size=steps)
+    lower = np.maximum(n - rng.integers(0, 3, size=steps), 2)
+    assert B.words_needed(lower, 16) >= B.words_needed(n, 16)

@@ -20,8 +20,12 @@ def _problem(seed, n):
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2 ** 31 - 1), n=st.integers(1, 12), steps=st.integers(1, 40),
        gamma_low=st.floats(0.01, 0.98), radix_bits=st.integers(20, 41), velocity_radix_bits=st.integers(20, 45),
-       momentum_bits=st.integers(B.MIN_MOMENTUM_BITS, B.MAX_MOMENTUM_BITS))
-def test_forward_then_reverse_is_bit_exact(seed, n, steps, gamma_low, radix_bits, velocity_radix_bits, momentum_bits):
+       momentum_bits=st.integers(B.MIN_MOMENTUM_BITS, B.MAX_MOMENTUM_BITS), compact=st.booleans())
+def test_forward_then_reverse_is_bit_exact(seed, n, steps, gamma_low, radix_bits, velocity_radix_bits, momentum_bits,
+                                           compact):
+    """Weights held in float64 or stored as int32 (``compact``, with at most 24 fractional bits: a range of 128)."""
+    if compact:
+        radix_bits = min(radix_bits, 24)
     hess, b, rng = _problem(seed, n)
     alphas = rng.uniform(0.01, 0.5, size=(steps, n))
     gammas = rng.uniform(gamma_low, 0.99, size=(steps, n))
@@ -32,9 +36,12 @@ def test_forward_then_reverse_is_bit_exact(seed, n, steps, gamma_low, radix_bits
             return hess @ w + b + jnp.tanh(w)
 
         w0, _ = E.to_fixed(jnp.asarray(rng.normal(size=n)), radix_bits)
+        if compact:
+            w0, narrow = E.compact(w0)
+            assert w0.dtype == jnp.int32 and not bool(narrow)
         v0, _ = E.to_fixed(jnp.asarray(rng.normal(size=n)) * 0.1, velocity_radix_bits)
         ns = [E.momentum_numerator(g, momentum_bits) for g in gammas]
-        capacity = B.words_needed(np.max(B.step_bits(np.asarray(ns), momentum_bits), axis=1))
+        capacity = B.words_needed(np.min(np.asarray(ns), axis=1), momentum_bits)
         state = E.ExactState(w0, v0, B.empty(n, capacity))
         forward = jax.jit(lambda s, a, m: E.step(s, grad_fn(s.w), a, m, **kw))
         backward = jax.jit(lambda s, a, m: E.unstep(s, grad_fn, a, m, **kw))
@@ -46,6 +53,7 @@ def test_forward_then_reverse_is_bit_exact(seed, n, steps, gamma_low, radix_bits
         for t in reversed(range(steps)):
             state, _, bad = backward(state, alphas[t], ns[t])
             assert not bool(jnp.any(bad))
+        assert state.w.dtype == w0.dtype
         np.testing.assert_array_equal(np.asarray(state.w), np.asarray(w0))
         np.testing.assert_array_equal(np.asarray(state.v), np.asarray(v0))
         assert np.all(np.asarray(state.buffer.count) == 0)
@@ -84,3 +92,27 @@ def test_fixed_point_overflow_is_flagged():
         assert bool(jnp.all(jnp.isnan(new.v))) and bool(jnp.all(jnp.isfinite(new.w)))
         assert bool(E.to_fixed(jnp.asarray([2.0 ** 30]), 40)[1])
         assert bool(E.to_fixed(jnp.asarray([np.nan]), 40)[1])
+
+
+def test_int32_weights_step_like_float64_held_ones_and_flag_their_range():
+    """The same step with the weights stored as int32 gives the same integers, and a weight that
+    reaches 2^31 (8 at R_w = 28) is flagged, where held in float64 it would not be."""
+    radix_bits, velocity_radix_bits, k = 28, 47, 16
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(2)
+        w = jnp.asarray(np.concatenate([rng.normal(size=20), [7.99]]))
+        v = jnp.asarray(np.concatenate([rng.normal(size=20) * 0.1, [0.0]]))
+        grad = jnp.asarray(np.concatenate([rng.normal(size=20), [-1.0]]))
+        held = E.ExactState(E.to_fixed(w, radix_bits)[0], E.to_fixed(v, velocity_radix_bits)[0], B.empty(21, 1))
+        stored = held._replace(w=E.compact(held.w)[0])
+        kw = dict(momentum_bits=k, radix_bits=radix_bits, velocity_radix_bits=velocity_radix_bits)
+        n = E.momentum_numerator(0.9, k)
+        new_held, bad_held = E.step(held, grad, 0.5, n, **kw)
+        new_stored, bad_stored = E.step(stored, grad, 0.5, n, **kw)
+        assert new_stored.w.dtype == jnp.int32
+        np.testing.assert_array_equal(np.asarray(new_stored.w)[:20], np.asarray(new_held.w)[:20])
+        np.testing.assert_array_equal(np.asarray(new_stored.v), np.asarray(new_held.v))
+        assert not bool(jnp.any(bad_held))
+        np.testing.assert_array_equal(np.asarray(bad_stored), np.arange(21) == 20)  # 7.99 + 0.5 * 0.1 * 1
+        assert bool(E.compact(E.to_fixed(jnp.asarray([8.0]), radix_bits)[0])[1])
+        assert not bool(E.compact(E.to_fixed(jnp.asarray([-7.99]), radix_bits)[0])[1])

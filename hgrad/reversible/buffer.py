@@ -33,8 +33,12 @@ step. (Different momenta per weight stay exact, only less dense.)
 
 Both directions are exact on every state, whatever came before. The size,
 :math:`16 c + \log_2 x - 16` bits, exceeds :math:`\sum_t \log_2(2^k / n_t)` by at most
-:math:`\log_2(1 + 1/n_t)` per step (the floor), which :func:`words_needed` turns into a capacity
-that cannot overflow.
+:math:`\log_2(1 + 1/n_t)` per step (the floor, :func:`step_bits`). Since whether a step spills
+depends only on the scalar bound, and the bound only on the numerators, the number of rows a run
+writes is known before it starts: :func:`words_needed` runs the bound's recursion on the host and
+allocates exactly that many (none while the heads alone hold the run, as at :math:`T = 100`,
+:math:`\gamma = 0.9`: 15.2 bits on top of the empty head's 16), plus one scratch row when there are
+any.
 
 The velocities, like every intermediate here, are integers held in float64 (:mod:`hgrad.reversible.exact`
 says why): :math:`X < 2^{48}` and :math:`x' n + p < 2^{48}`, and the quotients by :math:`n` come from
@@ -71,8 +75,9 @@ class InfoBuffer(NamedTuple):
     Attributes:
       head: ``uint32[n]``.
       words: ``uint16[capacity + 1, n]``, the stack of spilled rows (rows at or above ``count``
-        are free; the last is scratch, written when no spill is due).
-      written_at: ``int32[capacity + 1]``, the value of ``steps`` when each row was written.
+        are free; the last is scratch, written when no spill is due), or ``uint16[0, n]`` for a
+        capacity of 0.
+      written_at: ``int32[rows]``, the value of ``steps`` when each row was written.
       count: ``int32[]``, rows on the stack.
       steps: ``int32[]``, decays done so far (minus those undone).
       head_bound: ``int64[]``, an upper bound on every head, kept by :func:`decay` (after
@@ -91,12 +96,13 @@ class InfoBuffer(NamedTuple):
 
 
 def empty(num_weights: int, capacity: int) -> InfoBuffer:
-    """An empty buffer for ``num_weights`` weights with room for ``capacity`` 16-bit words each."""
-    capacity = max(capacity, 1)
+    """An empty buffer for ``num_weights`` weights with room for ``capacity`` 16-bit words each
+    (and a scratch row when ``capacity > 0``; with none, a spill is an overflow)."""
+    rows = capacity + 1 if capacity > 0 else 0
     return InfoBuffer(
         head=jnp.full((num_weights,), HEAD_LOW, jnp.uint32),
-        words=jnp.zeros((capacity + 1, num_weights), jnp.uint16),
-        written_at=jnp.full((capacity + 1,), -1, jnp.int32),
+        words=jnp.zeros((rows, num_weights), jnp.uint16),
+        written_at=jnp.full((rows,), -1, jnp.int32),
         count=jnp.zeros((), jnp.int32),
         steps=jnp.zeros((), jnp.int32),
         head_bound=jnp.asarray(HEAD_LOW, jnp.int64),
@@ -104,14 +110,18 @@ def empty(num_weights: int, capacity: int) -> InfoBuffer:
     )
 
 
-def words_needed(bits_per_step: np.ndarray) -> int:
-    r"""The capacity (16-bit words) that holds a run whose steps each add at most
-    ``bits_per_step[t]`` bits: :math:`16 c + \log_2 \bar x - 16 \le \sum_t b_t` for the heads'
-    bound :math:`\bar x`, which a spill leaves at :math:`\bar x \ge n = 2^{16 - b}` or more, so
-    :math:`c \le (\sum_t b_t + \max_t b_t) / 16`."""
-    bits = np.asarray(bits_per_step, np.float64)
-    total = float(np.sum(bits) + np.max(bits, initial=0.0))
-    return max(1, math.ceil(total * (1 + 1e-12) / WORD_BITS + 1e-9))
+def words_needed(n_min: np.ndarray, momentum_bits: int) -> int:
+    r"""The capacity (16-bit words per weight) that a run of decays by :math:`n_t / 2^k` fills,
+    ``n_min[t]`` the smallest numerator of step :math:`t`: the number of spills, counted by running
+    the recursion of the heads' bound that :func:`decay` and :func:`needs_spill` run (in Python
+    integers, so exactly). A run with these numerators writes exactly this many rows."""
+    k, bound, rows = momentum_bits, HEAD_LOW, 0
+    for n in np.asarray(n_min, np.float64).reshape(-1):
+        n = int(n)
+        if bound >= n << (32 - k):
+            bound, rows = bound >> WORD_BITS, rows + 1
+        bound = ((bound << k) + ((1 << k) - 1)) // n
+    return rows
 
 
 def step_bits(n: np.ndarray, momentum_bits: int) -> np.ndarray:
@@ -155,6 +165,8 @@ def spill(buf: InfoBuffer, needed: jax.Array) -> InfoBuffer:
 
     The row is written either way, at ``count``: without a spill it lands in a free row (or the
     scratch row), which costs one write and saves reading the row back to keep it."""
+    if buf.words.shape[0] == 0:  # no room allocated: a spill is an overflow
+        return buf._replace(overflow=buf.overflow | needed)
     capacity = buf.words.shape[0] - 1
     index = jnp.minimum(buf.count, capacity)
     row = (buf.head & jnp.uint32(_WORD_MASK)).astype(jnp.uint16)
@@ -203,11 +215,12 @@ def undecay(buf: InfoBuffer, v: jax.Array, n: jax.Array, momentum_bits: int) -> 
     q, p = divmod_floor(v, n)
     x, r = _split(buf.head.astype(jnp.float64) * n + p, k)
     steps = buf.steps - 1
-    top = jnp.maximum(buf.count - 1, 0)
-    refill = (buf.count > 0) & (buf.written_at[top] == steps)
-    x = jnp.where(refill, x * 2.0 ** WORD_BITS + buf.words[top].astype(jnp.float64), x)
-    buf = buf._replace(head=x.astype(jnp.uint32), count=buf.count - refill.astype(jnp.int32), steps=steps,
-                       head_bound=jnp.asarray((1 << 32) - 1, jnp.int64))
+    if buf.words.shape[0]:  # else nothing was spilled
+        top = jnp.maximum(buf.count - 1, 0)
+        refill = (buf.count > 0) & (buf.written_at[top] == steps)
+        x = jnp.where(refill, x * 2.0 ** WORD_BITS + buf.words[top].astype(jnp.float64), x)
+        buf = buf._replace(count=buf.count - refill.astype(jnp.int32))
+    buf = buf._replace(head=x.astype(jnp.uint32), steps=steps, head_bound=jnp.asarray((1 << 32) - 1, jnp.int64))
     return buf, q * 2.0 ** k + r
 
 

@@ -33,6 +33,13 @@ The price is range: every stored value and every term added to one must stay bel
 where a value does not fit (a fixed-point overflow, a non-finite gradient included), and the callers
 raise an error naming the step.
 
+**Weights may be stored in 32 bits.** Between steps the weights can also be kept as ``int32``
+(:func:`compact`): the step computes in float64 as above and stores the new weights back, flagging
+any that reach :math:`2^{31}` (:math:`|w| < 2^{31 - R_w}`, 8 with :math:`R_w = 28`, whose grid
+:math:`2^{-28} \approx 3.7 \cdot 10^{-9}` is float32's spacing at 0.03). That halves the weights'
+share of the state; the velocities keep their 64 bits, as the decay's rounding, :math:`\gamma
+2^{k - R_v}`, needs a fine velocity grid.
+
 Needs 64-bit types (``jax.enable_x64``).
 """
 
@@ -46,17 +53,20 @@ import jax.numpy as jnp
 
 from hgrad.reversible import buffer as B
 
-__all__ = ["ExactState", "LIMIT_BITS", "momentum_numerator", "to_fixed", "to_float", "step", "unstep"]
+__all__ = ["ExactState", "LIMIT_BITS", "COMPACT_LIMIT_BITS", "momentum_numerator", "to_fixed", "to_float", "compact",
+           "limit_bits", "step", "unstep"]
 
 LIMIT_BITS = 51  # every stored integer and every term added to one is below 2^51 in magnitude
 _LIMIT = float(2 ** LIMIT_BITS)
+COMPACT_LIMIT_BITS = 31  # weights stored as int32 stay below 2^31 in magnitude
 
 
 class ExactState(NamedTuple):
     """Weights and velocities as fixed-point integers (held in float64), and the information buffer.
 
     Attributes:
-      w: ``float64[n]``, the weights times :math:`2^{R_w}`, integers.
+      w: ``float64[n]``, the weights times :math:`2^{R_w}`, integers (or ``int32[n]``, see
+        :func:`compact`).
       v: ``float64[n]``, the velocities times :math:`2^{R_v}`, integers.
       buffer: the :class:`~hgrad.reversible.buffer.InfoBuffer` of the bits the decay destroyed.
     """
@@ -64,6 +74,17 @@ class ExactState(NamedTuple):
     w: jax.Array
     v: jax.Array
     buffer: B.InfoBuffer
+
+
+def limit_bits(w: jax.Array) -> int:
+    """The weights' range, :math:`2^{b}`, for their storage type: 31 for ``int32``, else 51."""
+    return COMPACT_LIMIT_BITS if w.dtype == jnp.int32 else LIMIT_BITS
+
+
+def compact(w: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Fixed-point weights (integers held in float64) stored as ``int32``, and whether any entry
+    is out of that range (at or past :math:`2^{31}` in magnitude)."""
+    return w.astype(jnp.int32), jnp.any(~(jnp.abs(w) < 2.0 ** COMPACT_LIMIT_BITS))
 
 
 def momentum_numerator(gamma: jax.Array, momentum_bits: int) -> jax.Array:
@@ -82,7 +103,7 @@ def to_fixed(x: jax.Array, radix_bits: int) -> tuple[jax.Array, jax.Array]:
 
 def to_float(x: jax.Array, radix_bits: int) -> jax.Array:
     """The real value of a fixed-point integer, in float64."""
-    return x * 2.0 ** -radix_bits
+    return jnp.asarray(x, jnp.float64) * 2.0 ** -radix_bits
 
 
 def _round(x: jax.Array, out_of_range: float = 0.0) -> jax.Array:
@@ -102,11 +123,15 @@ def _position_term(v, alpha, radix_bits, velocity_radix_bits):
     return (jnp.asarray(alpha, jnp.float64) * 2.0 ** (radix_bits - velocity_radix_bits)) * v
 
 
-def _out_of_range(*values: jax.Array) -> jax.Array:
+def _out_of_range(*values: jax.Array, weights: jax.Array | None = None, weight_limit: float = _LIMIT) -> jax.Array:
     """Per element: whether any of the float64 ``values`` is at or past :math:`2^{51}` in
-    magnitude, or NaN (an element-wise mask, so that the check fuses into the update that
-    produces the values instead of adding a reduction over all weights each step)."""
-    return functools.reduce(jnp.logical_or, [~(jnp.abs(x) < _LIMIT) for x in values])
+    magnitude, or NaN, or ``weights`` past ``weight_limit`` (an element-wise mask, so that the
+    check fuses into the update that produces the values instead of adding a reduction over all
+    weights each step)."""
+    masks = [~(jnp.abs(x) < _LIMIT) for x in values]
+    if weights is not None:
+        masks.append(~(jnp.abs(weights) < weight_limit))
+    return functools.reduce(jnp.logical_or, masks)
 
 
 def step(state: ExactState, grad: jax.Array, alpha: jax.Array, n: jax.Array, *, momentum_bits: int,
@@ -128,15 +153,15 @@ def step(state: ExactState, grad: jax.Array, alpha: jax.Array, n: jax.Array, *, 
     dv = _gradient_term(grad, n, momentum_bits, velocity_radix_bits)
     v = v - _round(dv, jnp.nan)
     dw = _position_term(v, alpha, radix_bits, velocity_radix_bits)
-    w = state.w + _round(dw)
+    w = state.w.astype(jnp.float64) + _round(dw)
     # Each part is below 2^51 when it is not flagged, so the sums are exact (below 2^52) and the
     # new values are checked before the next step uses them. A gradient term out of range makes
     # the velocity NaN (the weights stay finite, so the loss does not turn NaN and the error names
     # the overflow), so the check reads only values this step writes: recomputing the gradient
     # term would read the old weights after the new ones are written, and XLA would copy the old
     # weights at every step to allow that.
-    bad = _out_of_range(dw, v, w) | buffer.overflow
-    return ExactState(w, v, buffer), bad
+    bad = _out_of_range(dw, v, weights=w, weight_limit=2.0 ** limit_bits(state.w)) | buffer.overflow
+    return ExactState(w.astype(state.w.dtype), v, buffer), bad
 
 
 def unstep_position(state: ExactState, alpha: jax.Array, *, radix_bits: int,
@@ -144,7 +169,8 @@ def unstep_position(state: ExactState, alpha: jax.Array, *, radix_bits: int,
     """Undo :math:`w_{t+1} = w_t + \\alpha_t v_{t+1}`: the state then holds :math:`w_t` and :math:`v_{t+1}`."""
     # jnp.round, not _round: the forward step checked this very term (the same bits of v_{t+1} and
     # alpha_t) against the range, so the range test would be redone for nothing.
-    return state._replace(w=state.w - jnp.round(_position_term(state.v, alpha, radix_bits, velocity_radix_bits)))
+    w = state.w.astype(jnp.float64) - jnp.round(_position_term(state.v, alpha, radix_bits, velocity_radix_bits))
+    return state._replace(w=w.astype(state.w.dtype))
 
 
 def unstep_velocity(state: ExactState, grad: jax.Array, n: jax.Array, *, momentum_bits: int,

@@ -129,20 +129,25 @@ def _check_schedules(hparams: ReversibleHparams, params: Any, num_steps: int) ->
 
 
 def buffer_words_needed(hparams: ReversibleHparams, params: Any, num_steps: int, momentum_bits: int) -> int:
-    """16-bit words per weight that the buffer needs: from the bound on the bits each step's decay
-    adds, :math:`\\log_2(2^k / n_t) + \\log_2(1 + 1/n_t)`, for the smallest momentum of each step."""
+    """16-bit words per weight that the buffers fill: the most spills of any parameter group's
+    buffer, counted from its momentum schedule by :func:`~hgrad.reversible.buffer.words_needed`.
+
+    The count takes each numerator one lower than the momentum rounds to: the program computes its
+    momenta in the hyperparameters' own precision, whose last bit may round a numerator the other
+    way, and lower numerators never need fewer words (``tests/test_reversible_buffer.py``)."""
     broadcast_to_params(hparams.logit_momentum, params, "logit_momentum")
     logits = [np.broadcast_to(np.asarray(leaf, np.float64), (num_steps,))
               for leaf in jax.tree.leaves(hparams.logit_momentum)]
-    gammas = 1 / (1 + np.exp(-np.min(np.stack(logits), axis=0)))
     with jax.enable_x64(True):  # also when called on its own, outside reversible_hypergrad
-        n = np.asarray(E.momentum_numerator(gammas, momentum_bits))
-    return B.words_needed(B.step_bits(n, momentum_bits))
+        numerators = {np.asarray(E.momentum_numerator(1 / (1 + np.exp(-x)), momentum_bits)).tobytes()
+                      for x in logits}  # groups often share a schedule
+    return max((B.words_needed(np.maximum(np.frombuffer(n) - 1, 2), momentum_bits) for n in numerators),
+               default=0)
 
 
 def reversible_hypergrad(loss: Callable, outer: Callable, params0: Any, hparams: ReversibleHparams,
-                         num_steps: int, *, radix_bits: int = 41, velocity_radix_bits: int = 47,
-                         momentum_bits: int = 16, buffer_words: int | None = None,
+                         num_steps: int, *, radix_bits: int | None = None, velocity_radix_bits: int = 47,
+                         momentum_bits: int = 16, buffer_words: int | None = None, weight_bits: int = 64,
                          single_loop: bool | None = None) -> ReversibleResult:
     """The hypergradient of ``outer(w_T, hparams)`` through reversible SGD with momentum.
 
@@ -155,16 +160,21 @@ def reversible_hypergrad(loss: Callable, outer: Callable, params0: Any, hparams:
       hparams: a :class:`ReversibleHparams` (see :func:`init_hparams`).
       num_steps: :math:`T`.
       radix_bits: :math:`R_w`, fractional bits of the fixed-point weights; every weight must stay
-        below :math:`2^{51-R_w}` in magnitude (1024 at the default; the grid is
-        :math:`2^{-41} \\approx 5 \\cdot 10^{-13}`).
+        below :math:`2^{51-R_w}` in magnitude (:math:`2^{31-R_w}` with ``weight_bits=32``). By
+        default 41 (a range of 1024, a grid of :math:`2^{-41} \\approx 5 \\cdot 10^{-13}`), or
+        28 with ``weight_bits=32`` (a range of 8, a grid of :math:`3.7 \\cdot 10^{-9}`, float32's
+        spacing at 0.03).
       velocity_radix_bits: :math:`R_v`, fractional bits of the velocities; every velocity, and
         :math:`(1-\\gamma)` times every gradient entry, must stay below :math:`2^{51-R_v}` in magnitude
         (16 at the default). The exact run differs from the float one by up to
         :math:`\\gamma 2^{16-R_v}` per step in the velocity (:mod:`hgrad.reversible.exact`).
       momentum_bits: :math:`k`: momenta are rounded to multiples of :math:`2^{-k}` (16, the
         only value the buffer's bounds allow).
-      buffer_words: 16-bit words per weight for the buffer's stack; by default the bound
-        computed from the momenta (which must then be concrete; see :func:`buffer_words_needed`).
+      buffer_words: 16-bit words per weight for the buffer's stack; by default the number the
+        momenta need, counted from them (which must then be concrete; see :func:`buffer_words_needed`).
+      weight_bits: 64 keeps the fixed-point weights between steps as integers held in float64; 32
+        stores them as ``int32``, 4 bytes per weight instead of 8 (the state is then 12 bytes per
+        weight with the 64-bit velocity), for a narrower range (:mod:`hgrad.reversible.exact`).
       single_loop: run both sweeps as one loop whose body evaluates the loss's gradient once for
         both directions, so that the reverse sweep recomputes it bit for bit by construction
         (:func:`_sweeps`), or as two loops, one per sweep, which XLA compiles separately. By default
@@ -191,6 +201,13 @@ def reversible_hypergrad(loss: Callable, outer: Callable, params0: Any, hparams:
     if not B.MIN_MOMENTUM_BITS <= momentum_bits <= B.MAX_MOMENTUM_BITS:
         raise ValueError(f"momentum_bits must be in [{B.MIN_MOMENTUM_BITS}, {B.MAX_MOMENTUM_BITS}] (the "
                          f"buffer's bounds hold there), got {momentum_bits}")
+    if weight_bits not in (32, 64):
+        raise ValueError(f"weight_bits must be 32 or 64, got {weight_bits!r}")
+    if radix_bits is None:
+        radix_bits = 41 if weight_bits == 64 else 28
+    if weight_bits == 32 and not radix_bits <= E.COMPACT_LIMIT_BITS - 1:
+        raise ValueError(f"with weight_bits=32, radix_bits must be at most {E.COMPACT_LIMIT_BITS - 1} (weights "
+                         f"are stored below 2^{E.COMPACT_LIMIT_BITS}), got {radix_bits}")
     for name, bits in (("radix_bits", radix_bits), ("velocity_radix_bits", velocity_radix_bits)):
         if not 8 <= bits <= E.LIMIT_BITS - 1:
             raise ValueError(f"{name} must be between 8 and {E.LIMIT_BITS - 1} (values are held below "
@@ -205,7 +222,7 @@ def reversible_hypergrad(loss: Callable, outer: Callable, params0: Any, hparams:
                                  "(under jit or grad): pass buffer_words (see buffer_words_needed)")
             buffer_words = buffer_words_needed(hparams, template, num_steps, momentum_bits)
         config = (loss, outer, params0 if callable(params0) else None, num_steps, radix_bits,
-                  velocity_radix_bits, momentum_bits, int(buffer_words))
+                  velocity_radix_bits, momentum_bits, int(buffer_words), weight_bits)
         init = None if callable(params0) else params0
         if single_loop is None:
             single_loop = jax.default_backend() != "cpu"
@@ -224,7 +241,7 @@ def reversible_hypergrad(loss: Callable, outer: Callable, params0: Any, hparams:
         else:
             diverged = overflowed = _checks.NO_DIVERGENCE
         _checks.raise_if_diverged(diverged, num_steps, "training loss or gradient")
-        _raise_if_overflowed(overflowed, num_steps, radix_bits, velocity_radix_bits)
+        _raise_if_overflowed(overflowed, num_steps, radix_bits, velocity_radix_bits, weight_bits)
         if not single_loop:
             result = _reverse(config, hparams, init, state)
         _checks.on_host(_check_exact, result.exact)
@@ -251,16 +268,19 @@ def _check_exact(exact) -> None:
             "XLA may also have compiled the gradient differently in the two sweeps: pass single_loop=True.")
 
 
-def _raise_if_overflowed(step, num_steps: int, radix_bits: int, velocity_radix_bits: int) -> None:
+def _raise_if_overflowed(step, num_steps: int, radix_bits: int, velocity_radix_bits: int, weight_bits: int) -> None:
+    limit = E.COMPACT_LIMIT_BITS if weight_bits == 32 else E.LIMIT_BITS
+
     def check(step):
         step = int(np.asarray(step))
         if step >= 0:
             raise FixedPointOverflowError(
                 f"fixed-point overflow at step {step} of {num_steps}: a weight exceeded "
-                f"2^{E.LIMIT_BITS - radix_bits} in magnitude (radix_bits={radix_bits}), or a velocity or "
+                f"2^{limit - radix_bits} in magnitude (radix_bits={radix_bits}, weight_bits={weight_bits}), or a velocity or "
                 f"gradient term 2^{E.LIMIT_BITS - velocity_radix_bits} (velocity_radix_bits="
                 f"{velocity_radix_bits}), or the information buffer was full. Lower radix_bits or "
-                "velocity_radix_bits, or the step size, or pass a larger buffer_words.")
+                "velocity_radix_bits (or, with weight_bits=32, use 64), or the step size, or pass a larger "
+                "buffer_words.")
 
     _checks.on_host(check, step)
 
@@ -320,17 +340,20 @@ def _flat(tree) -> list:
     return [x.reshape(-1) for x in jax.tree.leaves(tree)]
 
 
-def _initial_weights(problem: _Problem, radix_bits: int) -> tuple[list, jax.Array]:
-    """The fixed-point :math:`w_0`, flat per leaf, and whether it overflowed the fixed-point range."""
+def _initial_weights(problem: _Problem, radix_bits: int, weight_bits: int) -> tuple[list, jax.Array]:
+    """The fixed-point :math:`w_0`, flat per leaf, stored in ``weight_bits``, and whether it
+    overflowed the fixed-point range."""
     fixed = [E.to_fixed(x, radix_bits) for x in _flat(problem.params0)]
+    if weight_bits == 32:
+        fixed = [(stored, bad | narrow) for (w, bad), (stored, narrow) in zip(fixed, [E.compact(w) for w, _ in fixed])]
     return [w for w, _ in fixed], functools.reduce(jnp.logical_or, [bad for _, bad in fixed])
 
 
-def _initial_states(problem: _Problem, radix_bits: int, words: int) -> tuple[list, list, jax.Array]:
+def _initial_states(problem: _Problem, radix_bits: int, words: int, weight_bits: int) -> tuple[list, list, jax.Array]:
     """The fixed-point :math:`w_0` per leaf, the exact states at step 0 (:math:`v_0 = 0`, empty
     buffers) and whether :math:`w_0` overflowed the fixed-point range."""
-    w0, bad = _initial_weights(problem, radix_bits)
-    return w0, [E.ExactState(w, jnp.zeros_like(w), B.empty(w.size, words)) for w in w0], bad
+    w0, bad = _initial_weights(problem, radix_bits, weight_bits)
+    return w0, [E.ExactState(w, jnp.zeros(w.shape, jnp.float64), B.empty(w.size, words)) for w in w0], bad
 
 
 def _buffer_bits(states) -> jax.Array:
@@ -414,10 +437,10 @@ def _run_forward(config, hparams, init, *, per_step: bool):
     ORs the masks over the run and reduces once at the end (a reduction over every weight at every
     step would cost as much as the integer step itself on a CPU), ``per_step=True`` reduces each
     step's masks to name the first failing step (:func:`_diagnose`, run only after a failure)."""
-    loss, outer, params0_fn, num_steps, radix_bits, velocity_radix_bits, momentum_bits, words = config
+    loss, outer, params0_fn, num_steps, radix_bits, velocity_radix_bits, momentum_bits, words, weight_bits = config
     problem = _setup(config, hparams, init)
     kw = dict(momentum_bits=momentum_bits, radix_bits=radix_bits, velocity_radix_bits=velocity_radix_bits)
-    _, states0, bad0 = _initial_states(problem, radix_bits, words)
+    _, states0, bad0 = _initial_states(problem, radix_bits, words, weight_bits)
     (alphas, gammas), _ = _rates_table(hparams, problem, num_steps)
     ts = jnp.arange(num_steps, dtype=jnp.int32)
     xs = (ts, alphas, _numerators(gammas, momentum_bits))
@@ -466,7 +489,7 @@ _diagnose = jax.jit(functools.partial(_run_forward, per_step=True), static_argnu
 
 @functools.partial(jax.jit, static_argnums=0)
 def _reverse(config, hparams, init, final_states):
-    loss, outer, params0_fn, num_steps, radix_bits, velocity_radix_bits, momentum_bits, words = config
+    loss, outer, params0_fn, num_steps, radix_bits, velocity_radix_bits, momentum_bits, words, weight_bits = config
     problem = _setup(config, hparams, init)
     radices = dict(radix_bits=radix_bits, velocity_radix_bits=velocity_radix_bits)
     final_params = _as_params(problem, final_states, radix_bits)
@@ -496,7 +519,7 @@ def _reverse(config, hparams, init, final_states):
     carry0 = (final_states, w_bar0, [jnp.zeros_like(x) for x in w_bar0], h_bar)
     (states, w_bar, _, h_bar), rate_bars = jax.lax.scan(
         body, carry0, (ts, alphas, gammas, _numerators(gammas, momentum_bits)), reverse=True)
-    w0, _ = _initial_weights(problem, radix_bits)
+    w0, _ = _initial_weights(problem, radix_bits, weight_bits)
     return _finish(problem, params0_fn, hparams, states=states, w0=w0, value=value, final_params=final_params,
                    buffer_bits=_buffer_bits(final_states),
                    w_bar=w_bar, h_bar=h_bar, rates_vjp=rates_vjp, rate_bars=rate_bars, num_steps=num_steps)
@@ -534,12 +557,12 @@ def _sweeps(config, hparams, init):
     weights). The step sizes and momenta of all steps are computed once, before the loop, for the
     same reason. Returns the result and whether the forward sweep failed (a non-finite loss or a
     fixed-point overflow)."""
-    loss, outer, params0_fn, num_steps, radix_bits, velocity_radix_bits, momentum_bits, words = config
+    loss, outer, params0_fn, num_steps, radix_bits, velocity_radix_bits, momentum_bits, words, weight_bits = config
     problem = _setup(config, hparams, init)
     kw = dict(radix_bits=radix_bits, velocity_radix_bits=velocity_radix_bits)
     (alphas, gammas), rates_vjp = _rates_table(hparams, problem, num_steps)
     numerators = _numerators(gammas, momentum_bits)
-    w0, states0, bad0 = _initial_states(problem, radix_bits, words)
+    w0, states0, bad0 = _initial_states(problem, radix_bits, words, weight_bits)
     zeros = [jnp.zeros(w.shape, problem.dtype) for w in w0]
 
     def restore_position(states, t, where=True):
