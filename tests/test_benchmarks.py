@@ -52,14 +52,20 @@ def test_reversible_benchmark():
     _ratios(rf"\(plain call\), ({NUMBER})", out)
     _ratios(rf"jitted: ({NUMBER})", out)  # the other program (one loop here)
     _ratios(rf"= 1 \+ ({NUMBER})", out)  # the float work alone
-    # memory at T = 100: state + buffer against the float32 and float64 trajectories
-    row = re.search(rf"^\s+100\s+({NUMBER})\s+({NUMBER})\s+(\d+)\s+({NUMBER}) \(\d+ s\)\s+({NUMBER})"
-                    rf"\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})$", out, re.M)
-    assert row, out
-    state, buffer, _, held, _, _, traj32, ratio32, traj64, ratio64 = map(float, row.groups())
-    assert ratio32 == pytest.approx(traj32 / (state + buffer), rel=0.01)
-    assert ratio64 == pytest.approx(2 * ratio32, rel=0.01)
-    assert held == pytest.approx(math.log2(1 / 0.9), abs=1e-4)  # the memory table runs at 0.9
+    # memory at T = 100, the weights stored in 64 and in 32 bits: state + buffer against the float32 and
+    # float64 trajectories
+    rows = {}
+    for bits in (64, 32):
+        row = re.search(rf"^\s+100\s+{bits}\s+({NUMBER})\s+({NUMBER})\s+(\d+)\s+({NUMBER}) \(\d+ s\)\s+({NUMBER})"
+                        rf"\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})$", out, re.M)
+        assert row, out
+        state, buffer, _, held, _, _, traj32, ratio32, traj64, ratio64 = map(float, row.groups())
+        assert ratio32 == pytest.approx(traj32 / (state + buffer), rel=0.01)
+        assert ratio64 == pytest.approx(2 * ratio32, rel=0.01)
+        assert held == pytest.approx(math.log2(1 / 0.9), abs=1e-4)  # the memory table runs at 0.9
+        rows[bits] = state, buffer
+    assert rows[32][0] == pytest.approx(0.75 * rows[64][0], rel=0.02)  # 4 + 8 bytes against 8 + 8
+    assert rows[32][1] == rows[64][1]
     # the buffer against the entropy bound: at most 1.1 log2(1/g) + 0.01 bits per weight and step
     for g in (0.5, 0.98):
         row = re.search(rf"^\s+{g}\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})$", out, re.M)
