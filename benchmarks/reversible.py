@@ -104,7 +104,7 @@ def memory(w, params0, h, outer, T: int, weight_bits: int):
     (two loops), and over the one loop that runs both (``single_loop=True``)."""
     with jax.enable_x64(True):
         words = R.buffer_words_needed(h, params0, T, 16)
-        config = (w.loss, outer, None, T, RADIX[weight_bits], 47, 16, words, weight_bits)
+        config = (w.loss, outer, None, T, R.DEFAULT_RADIX_BITS[weight_bits], 47, 16, words, weight_bits)
         fwd = R._forward.lower(config, h, params0).compile().memory_analysis()  # noqa: SLF001
         states = jax.eval_shape(lambda: R._forward(config, h, params0)[0])  # noqa: SLF001
         rev = R._reverse.lower(config, h, params0, states).compile().memory_analysis()  # noqa: SLF001
@@ -116,9 +116,6 @@ def memory(w, params0, h, outer, T: int, weight_bits: int):
                                  - a.alias_size_in_bytes for a in analyses)
     return dict(n=n, weights=weights_bytes, buffer=buffer_bytes, peak=peak(fwd, rev), peak_one=peak(one),
                 words=words, trajectory32=T * 2 * 4 * n, trajectory64=T * 2 * 8 * n)
-
-
-RADIX = {64: 41, 32: 28}  # reversible_hypergrad's default fractional bits of the weights, by storage
 
 
 def main():

@@ -122,10 +122,12 @@ def test_weight_bits_other_than_32_or_64_are_rejected():
         reversible_hypergrad(loss, outer, params0, _hparams(), T, momentum_bits=K, weight_bits=32, radix_bits=41)
 
 
+@pytest.mark.parametrize("weight_bits", [64, 32])
 @pytest.mark.parametrize("single_loop", [False, True], ids=["two_loops", "one_loop"])
-def test_matches_central_differences(single_loop):
+def test_matches_central_differences(single_loop, weight_bits):
     h = _hparams()
-    result = reversible_hypergrad(loss, outer, params0, h, T, momentum_bits=K, single_loop=single_loop)
+    result = reversible_hypergrad(loss, outer, params0, h, T, momentum_bits=K, single_loop=single_loop,
+                                  weight_bits=weight_bits)
     direction = random_direction(h, seed=3)
     f = lambda hh: float(_float_hypergrad(hh)[0])
     fd = central_difference(f, h, direction)

@@ -50,7 +50,6 @@ Needs 64-bit types (``jax.enable_x64``).
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import jax

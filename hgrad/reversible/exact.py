@@ -53,12 +53,13 @@ import jax.numpy as jnp
 
 from hgrad.reversible import buffer as B
 
-__all__ = ["ExactState", "LIMIT_BITS", "COMPACT_LIMIT_BITS", "momentum_numerator", "to_fixed", "to_float", "compact",
+__all__ = ["ExactState", "LIMIT_BITS", "COMPACT_LIMIT_BITS", "WEIGHT_LIMIT_BITS", "momentum_numerator", "to_fixed", "to_float", "compact",
            "limit_bits", "step", "unstep"]
 
 LIMIT_BITS = 51  # every stored integer and every term added to one is below 2^51 in magnitude
 _LIMIT = float(2 ** LIMIT_BITS)
 COMPACT_LIMIT_BITS = 31  # weights stored as int32 stay below 2^31 in magnitude
+WEIGHT_LIMIT_BITS = {64: LIMIT_BITS, 32: COMPACT_LIMIT_BITS}  # the weights' range by storage width
 
 
 class ExactState(NamedTuple):
@@ -78,7 +79,7 @@ class ExactState(NamedTuple):
 
 def limit_bits(w: jax.Array) -> int:
     """The weights' range, :math:`2^{b}`, for their storage type: 31 for ``int32``, else 51."""
-    return COMPACT_LIMIT_BITS if w.dtype == jnp.int32 else LIMIT_BITS
+    return WEIGHT_LIMIT_BITS[32 if w.dtype == jnp.int32 else 64]
 
 
 def compact(w: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -123,15 +124,11 @@ def _position_term(v, alpha, radix_bits, velocity_radix_bits):
     return (jnp.asarray(alpha, jnp.float64) * 2.0 ** (radix_bits - velocity_radix_bits)) * v
 
 
-def _out_of_range(*values: jax.Array, weights: jax.Array | None = None, weight_limit: float = _LIMIT) -> jax.Array:
+def _out_of_range(*values: jax.Array) -> jax.Array:
     """Per element: whether any of the float64 ``values`` is at or past :math:`2^{51}` in
-    magnitude, or NaN, or ``weights`` past ``weight_limit`` (an element-wise mask, so that the
-    check fuses into the update that produces the values instead of adding a reduction over all
-    weights each step)."""
-    masks = [~(jnp.abs(x) < _LIMIT) for x in values]
-    if weights is not None:
-        masks.append(~(jnp.abs(weights) < weight_limit))
-    return functools.reduce(jnp.logical_or, masks)
+    magnitude, or NaN (an element-wise mask, so that the check fuses into the update that
+    produces the values instead of adding a reduction over all weights each step)."""
+    return functools.reduce(jnp.logical_or, [~(jnp.abs(x) < _LIMIT) for x in values])
 
 
 def step(state: ExactState, grad: jax.Array, alpha: jax.Array, n: jax.Array, *, momentum_bits: int,
@@ -160,7 +157,7 @@ def step(state: ExactState, grad: jax.Array, alpha: jax.Array, n: jax.Array, *, 
     # the overflow), so the check reads only values this step writes: recomputing the gradient
     # term would read the old weights after the new ones are written, and XLA would copy the old
     # weights at every step to allow that.
-    bad = _out_of_range(dw, v, weights=w, weight_limit=2.0 ** limit_bits(state.w)) | buffer.overflow
+    bad = _out_of_range(dw, v) | ~(jnp.abs(w) < 2.0 ** limit_bits(state.w)) | buffer.overflow
     return ExactState(w.astype(state.w.dtype), v, buffer), bad
 
 

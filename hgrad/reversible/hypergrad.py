@@ -139,10 +139,12 @@ def buffer_words_needed(hparams: ReversibleHparams, params: Any, num_steps: int,
     logits = [np.broadcast_to(np.asarray(leaf, np.float64), (num_steps,))
               for leaf in jax.tree.leaves(hparams.logit_momentum)]
     with jax.enable_x64(True):  # also when called on its own, outside reversible_hypergrad
-        numerators = {np.asarray(E.momentum_numerator(1 / (1 + np.exp(-x)), momentum_bits)).tobytes()
-                      for x in logits}  # groups often share a schedule
-    return max((B.words_needed(np.maximum(np.frombuffer(n) - 1, 2), momentum_bits) for n in numerators),
-               default=0)
+        numerators = [np.asarray(E.momentum_numerator(1 / (1 + np.exp(-x)), momentum_bits)) for x in logits]
+    distinct = {n.tobytes(): n for n in numerators}.values()  # groups often share a schedule
+    return max((B.words_needed(np.maximum(n - 1, 2), momentum_bits) for n in distinct), default=0)
+
+
+DEFAULT_RADIX_BITS = {64: 41, 32: 28}  # the weights' fractional bits by storage width (ranges 1024 and 8)
 
 
 def reversible_hypergrad(loss: Callable, outer: Callable, params0: Any, hparams: ReversibleHparams,
@@ -204,7 +206,7 @@ def reversible_hypergrad(loss: Callable, outer: Callable, params0: Any, hparams:
     if weight_bits not in (32, 64):
         raise ValueError(f"weight_bits must be 32 or 64, got {weight_bits!r}")
     if radix_bits is None:
-        radix_bits = 41 if weight_bits == 64 else 28
+        radix_bits = DEFAULT_RADIX_BITS[weight_bits]
     if weight_bits == 32 and not radix_bits <= E.COMPACT_LIMIT_BITS - 1:
         raise ValueError(f"with weight_bits=32, radix_bits must be at most {E.COMPACT_LIMIT_BITS - 1} (weights "
                          f"are stored below 2^{E.COMPACT_LIMIT_BITS}), got {radix_bits}")
@@ -269,7 +271,7 @@ def _check_exact(exact) -> None:
 
 
 def _raise_if_overflowed(step, num_steps: int, radix_bits: int, velocity_radix_bits: int, weight_bits: int) -> None:
-    limit = E.COMPACT_LIMIT_BITS if weight_bits == 32 else E.LIMIT_BITS
+    limit = E.WEIGHT_LIMIT_BITS[weight_bits]
 
     def check(step):
         step = int(np.asarray(step))
@@ -343,10 +345,15 @@ def _flat(tree) -> list:
 def _initial_weights(problem: _Problem, radix_bits: int, weight_bits: int) -> tuple[list, jax.Array]:
     """The fixed-point :math:`w_0`, flat per leaf, stored in ``weight_bits``, and whether it
     overflowed the fixed-point range."""
-    fixed = [E.to_fixed(x, radix_bits) for x in _flat(problem.params0)]
-    if weight_bits == 32:
-        fixed = [(stored, bad | narrow) for (w, bad), (stored, narrow) in zip(fixed, [E.compact(w) for w, _ in fixed])]
-    return [w for w, _ in fixed], functools.reduce(jnp.logical_or, [bad for _, bad in fixed])
+    def fixed(x):
+        w, bad = E.to_fixed(x, radix_bits)
+        if weight_bits == 32:
+            w, narrow = E.compact(w)
+            bad = bad | narrow
+        return w, bad
+
+    pairs = [fixed(x) for x in _flat(problem.params0)]
+    return [w for w, _ in pairs], functools.reduce(jnp.logical_or, [bad for _, bad in pairs])
 
 
 def _initial_states(problem: _Problem, radix_bits: int, words: int, weight_bits: int) -> tuple[list, list, jax.Array]:
