@@ -494,6 +494,20 @@ _forward = jax.jit(functools.partial(_run_forward, per_step=False), static_argnu
 _diagnose = jax.jit(functools.partial(_run_forward, per_step=True), static_argnums=0)
 
 
+def _computed_once(tree, true: jax.Array):
+    """``tree``, computed once and stored, for the operations that read it to read.
+
+    XLA repeats a cheap element-wise computation inside each fusion that reads its result rather
+    than storing that result. The float parameters restored from 32-bit weights (widen, subtract the
+    rounded position term, narrow, convert) are read by the model's product, by its L2 term and by
+    both halves of the velocity's undecay, which made the reverse sweep about 10% slower than with
+    64-bit weights, where the parameters are converted from the stored weights (CPU, the benchmark's
+    MLP). An optimization barrier does not stop it (XLA:CPU removes barriers before it fuses); the
+    result of a conditional is stored, so ``tree`` is passed through one whose predicate ``true``
+    is always true but known only at run time."""
+    return jax.lax.cond(true, lambda x: x, lambda x: jax.tree.map(jnp.zeros_like, x), tree)
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _reverse(config, hparams, init, final_states):
     loss, outer, params0_fn, num_steps, radix_bits, velocity_radix_bits, momentum_bits, words, weight_bits = config
@@ -509,12 +523,14 @@ def _reverse(config, hparams, init, final_states):
         states, w_bar, v_bar, h_bar = carry
         t, alphas, gammas, numerators = x
         states = [E.unstep_position(s, a, **radices) for s, a in zip(states, alphas)]
+        params = _as_params(problem, states, radix_bits)
+        if weight_bits == 32:
+            params = _computed_once(params, t >= 0)
 
         def derivatives(tangent):
             # One forward-over-reverse product: the gradient (needed bit for bit to undo the velocity
             # update), H v_bar and the mixed term, all at the restored w_t.
-            (grads, _), (hvp, mixed) = jax.jvp(lambda w: grad_loss(w, hparams, t),
-                                               (_as_params(problem, states, radix_bits),), (tangent,))
+            (grads, _), (hvp, mixed) = jax.jvp(lambda w: grad_loss(w, hparams, t), (params,), (tangent,))
             return _flat(grads), hvp, mixed
 
         states, _, w_bar, v_bar, h_bar, alpha_bar, gamma_bar = _step_back(
