@@ -50,7 +50,8 @@ def test_reversible_benchmark():
     assert "exact reversal: True" in out
     _ratios(rf"reversible / training = ({NUMBER})", out)
     _ratios(rf"\(plain call\), ({NUMBER})", out)
-    _ratios(rf"jitted: ({NUMBER})", out)  # the other program (one loop here)
+    _ratios(rf"jitted: ({NUMBER})", out)  # the other program (one loop here), and 32-bit weights
+    _ratios(rf"against the 64-bit weights directly \(the same ABBA pairing\), ({NUMBER})", out)
     _ratios(rf"= 1 \+ ({NUMBER})", out)  # the float work alone
     # memory at T = 100, the weights stored in 64 and in 32 bits: state + buffer against the float32 and
     # float64 trajectories
