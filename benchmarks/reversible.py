@@ -143,10 +143,11 @@ def main():
     default_one = jax.default_backend() != "cpu"  # reversible_hypergrad's default
 
     plain = paired_ratio(rev, train, (params0, h), repeats=args.repeats)
-    jitted = paired_ratio(rev_jit(default_one), train, (params0, h), repeats=args.repeats)
+    default_jit, compact_jit = rev_jit(default_one), rev_jit(default_one, 32)
+    jitted = paired_ratio(default_jit, train, (params0, h), repeats=args.repeats)
     other = paired_ratio(rev_jit(not default_one), train, (params0, h), repeats=args.repeats)
-    compact = paired_ratio(rev_jit(default_one, 32), train, (params0, h), repeats=args.repeats)
-    widths = paired_ratio(rev_jit(default_one, 32), rev_jit(default_one), (params0, h), repeats=args.repeats)
+    compact = paired_ratio(compact_jit, train, (params0, h), repeats=args.repeats)
+    widths = paired_ratio(compact_jit, default_jit, (params0, h), repeats=args.repeats)
     floor = paired_ratio(float_reverse_run(w, params0, h, T), train, (params0, h), repeats=args.repeats)
     result = hgrad.reversible_hypergrad(w.loss, outer, params0, h, T)
     print(f"\nT={T}, momentum 0.9: training {plain['base_time'] * 1e3:.1f} ms, reversible hypergradient "
