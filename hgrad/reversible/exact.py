@@ -53,8 +53,8 @@ import jax.numpy as jnp
 
 from hgrad.reversible import buffer as B
 
-__all__ = ["ExactState", "LIMIT_BITS", "COMPACT_LIMIT_BITS", "WEIGHT_LIMIT_BITS", "momentum_numerator", "to_fixed", "to_float", "compact",
-           "limit_bits", "step", "unstep"]
+__all__ = ["ExactState", "LIMIT_BITS", "COMPACT_LIMIT_BITS", "WEIGHT_LIMIT_BITS", "momentum_numerator",
+           "to_fixed", "to_float", "compact", "limit_bits", "step", "unstep"]
 
 LIMIT_BITS = 51  # every stored integer and every term added to one is below 2^51 in magnitude
 _LIMIT = float(2 ** LIMIT_BITS)

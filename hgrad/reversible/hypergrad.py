@@ -501,10 +501,10 @@ def _computed_once(tree, true: jax.Array):
     than storing that result. The float parameters restored from 32-bit weights (widen, subtract the
     rounded position term, narrow, convert) are read by the model's product, by its L2 term and by
     both halves of the velocity's undecay, which made the reverse sweep 11-13% slower than with
-    64-bit weights, where the parameters are converted from the stored weights (CPU, the benchmark's
-    MLP, paired runs; 0.99-1.03 with this). An optimization barrier does not stop it (XLA:CPU removes barriers before it fuses); the
-    result of a conditional is stored, so ``tree`` is passed through one whose predicate ``true``
-    is always true but known only at run time."""
+    64-bit weights, where the parameters are converted from the stored weights (CPU, the
+    benchmark's MLP, paired runs; 0.99-1.03 with this). An optimization barrier does not stop it
+    (XLA:CPU removes barriers before it fuses); the result of a conditional is stored, so ``tree``
+    is passed through one whose predicate ``true`` is always true but known only at run time."""
     return jax.lax.cond(true, lambda x: x, lambda x: jax.tree.map(jnp.zeros_like, x), tree)
 
 
