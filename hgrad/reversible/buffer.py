@@ -56,6 +56,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hgrad.reversible.materialize import materialized
+
 __all__ = ["InfoBuffer", "empty", "decay", "undecay", "needs_spill", "spill", "size_in_bits", "memory_bytes", "step_bits",
            "words_needed", "divmod_floor", "HEAD_LOW", "WORD_BITS", "MIN_MOMENTUM_BITS", "MAX_MOMENTUM_BITS"]
 
@@ -152,6 +154,20 @@ def _split(x: jax.Array, bits: int) -> tuple[jax.Array, jax.Array]:
     return q, x - q * 2.0 ** bits
 
 
+def _digit_below(x: jax.Array, n: jax.Array, y: jax.Array, bits: int) -> jax.Array:
+    """The digit :math:`p \\in [0, n)` of :math:`X = x n + p`, given any :math:`y \\equiv X` modulo
+    :math:`2^{bits}` and :math:`n \\le 2^{bits}` (integers held in float64, :math:`x n < 2^{48}`,
+    :math:`|y| < 2^{52}`).
+
+    :math:`p \\equiv y - x n` modulo :math:`2^{bits}`, and :math:`[0, n)` holds one number of each
+    residue: :math:`p = (y - x n) \\bmod 2^{bits}` (the difference is below :math:`2^{53}`, exact). A
+    decay knows such a :math:`y` (the velocity, whose low digits it appends to the head) and its new
+    head :math:`x`; its inverse knows the restored velocity and the head it started from. Either way
+    the digit comes from values that the update has already written, instead of from those it
+    overwrites."""
+    return _split(y - x * n, bits)[1]
+
+
 def needs_spill(buf: InfoBuffer, n: jax.Array, momentum_bits: int) -> jax.Array:
     """Whether the heads could outgrow 32 bits at the next decay by ``n`` (their bound says so):
     then :func:`spill` must move their low 16 bits to the stack first (:func:`decay` does)."""
@@ -201,9 +217,13 @@ def decay(buf: InfoBuffer, v: jax.Array, n: jax.Array, momentum_bits: int, *,
     if not spilled:
         buf = spill(buf, needs_spill(buf, n, k))
     q, r = _split(v, k)
-    x, p = divmod_floor(buf.head.astype(jnp.float64) * 2.0 ** k + r, n)
+    x, _ = divmod_floor(buf.head.astype(jnp.float64) * 2.0 ** k + r, n)
+    head = x.astype(jnp.uint32)
+    # The digit p = X mod n, from the new head rather than the old (see _digit_below): the velocity's
+    # update then reads the new head, so XLA updates the head and then the velocity in place.
+    p = _digit_below(materialized(head, buf.steps >= 0).astype(jnp.float64), n, v, k)
     bound = ((buf.head_bound << k) + ((1 << k) - 1)) // n_min
-    return buf._replace(head=x.astype(jnp.uint32), steps=buf.steps + 1, head_bound=bound), q * n + p
+    return buf._replace(head=head, steps=buf.steps + 1, head_bound=bound), q * n + p
 
 
 def undecay(buf: InfoBuffer, v: jax.Array, n: jax.Array, momentum_bits: int) -> tuple[InfoBuffer, jax.Array]:
@@ -212,7 +232,12 @@ def undecay(buf: InfoBuffer, v: jax.Array, n: jax.Array, momentum_bits: int) -> 
     k = momentum_bits
     n = jnp.asarray(n, jnp.float64)
     q, p = divmod_floor(v, n)
-    x, r = _split(buf.head.astype(jnp.float64) * n + p, k)
+    _, r = _split(buf.head.astype(jnp.float64) * n + p, k)
+    restored = q * 2.0 ** k + r
+    # The head from the restored velocity's low digits rather than from p (see _digit_below): the
+    # head's update then reads the new velocity, so XLA updates the velocity and then the head in place.
+    head = buf.head.astype(jnp.float64)
+    x = _split(head * n + _digit_below(head, n, materialized(restored, buf.steps >= 0), k), k)[0]
     steps = buf.steps - 1
     if buf.words.shape[0]:  # else nothing was spilled
         top = jnp.maximum(buf.count - 1, 0)
@@ -220,7 +245,7 @@ def undecay(buf: InfoBuffer, v: jax.Array, n: jax.Array, momentum_bits: int) -> 
         x = jnp.where(refill, x * 2.0 ** WORD_BITS + buf.words[top].astype(jnp.float64), x)
         buf = buf._replace(count=buf.count - refill.astype(jnp.int32))
     buf = buf._replace(head=x.astype(jnp.uint32), steps=steps, head_bound=jnp.asarray((1 << 32) - 1, jnp.int64))
-    return buf, q * 2.0 ** k + r
+    return buf, restored
 
 
 def size_in_bits(buf: InfoBuffer) -> jax.Array:

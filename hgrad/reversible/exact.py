@@ -52,6 +52,7 @@ import jax
 import jax.numpy as jnp
 
 from hgrad.reversible import buffer as B
+from hgrad.reversible.materialize import materialized
 
 __all__ = ["ExactState", "LIMIT_BITS", "COMPACT_LIMIT_BITS", "WEIGHT_LIMIT_BITS", "momentum_numerator",
            "to_fixed", "to_float", "compact", "limit_bits", "step", "unstep"]
@@ -150,15 +151,28 @@ def step(state: ExactState, grad: jax.Array, alpha: jax.Array, n: jax.Array, *, 
     dv = _gradient_term(grad, n, momentum_bits, velocity_radix_bits)
     v = v - _round(dv, jnp.nan)
     dw = _position_term(v, alpha, radix_bits, velocity_radix_bits)
-    w = state.w.astype(jnp.float64) + _round(dw)
+    w, w_bad = _stored_weights(state.w.astype(jnp.float64) + _round(dw), state.w.dtype, buffer.steps >= 0)
     # Each part is below 2^51 when it is not flagged, so the sums are exact (below 2^52) and the
     # new values are checked before the next step uses them. A gradient term out of range makes
     # the velocity NaN (the weights stay finite, so the loss does not turn NaN and the error names
     # the overflow), so the check reads only values this step writes: recomputing the gradient
-    # term would read the old weights after the new ones are written, and XLA would copy the old
-    # weights at every step to allow that.
-    bad = _out_of_range(dw, v) | ~(jnp.abs(w) < 2.0 ** limit_bits(state.w)) | buffer.overflow
-    return ExactState(w.astype(state.w.dtype), v, buffer), bad
+    # term, or the weights before they are stored, would read the old weights after the new ones
+    # are written, and XLA would copy the old weights at every step to allow that.
+    bad = _out_of_range(dw, v) | w_bad | buffer.overflow
+    return ExactState(w, v, buffer), bad
+
+
+def _stored_weights(w: jax.Array, dtype, true: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The new fixed-point weights ``w`` (float64) as stored in ``dtype``, and per weight whether
+    they left the range. With ``int32`` storage the check reads the stored values, materialized
+    (``true``: see :func:`~hgrad.reversible.materialize.materialized`), where :math:`-2^{31}`, which
+    no weight in range takes, marks an out-of-range weight (or NaN): checking the float64 values
+    instead, XLA recomputes them from the old weights in the check's own fusion."""
+    if dtype == jnp.int32:
+        marker = -(2.0 ** COMPACT_LIMIT_BITS)
+        stored = jnp.where(jnp.abs(w) < 2.0 ** COMPACT_LIMIT_BITS, w, marker).astype(jnp.int32)
+        return stored, materialized(stored, true) == jnp.int32(marker)
+    return w.astype(dtype), ~(jnp.abs(w) < _LIMIT)
 
 
 def unstep_position(state: ExactState, alpha: jax.Array, *, radix_bits: int,

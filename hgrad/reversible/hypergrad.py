@@ -52,6 +52,7 @@ from hgrad.dynamics.base import at_step, broadcast_to_params
 from hgrad.dynamics.hparams import log_positive, logit_unit
 from hgrad.reversible import buffer as B
 from hgrad.reversible import exact as E
+from hgrad.reversible.materialize import materialized
 
 __all__ = ["ReversibleHparams", "ReversibleResult", "FixedPointOverflowError", "ReversalError", "init_hparams",
            "reversible_hypergrad"]
@@ -406,15 +407,24 @@ def _finish(problem: _Problem, params0_fn, hparams, *, states, w0, value, final_
 
 
 def _step_back(problem: _Problem, states, w_bar, v_bar, h_bar, alphas, gammas, numerators, derivatives, *,
-               momentum_bits: int, velocity_radix_bits: int):
+               momentum_bits: int, velocity_radix_bits: int, ordered: jax.Array | None = None):
     """One step of the reverse sweep's recursion (the module docstring), shared by both programs.
 
     Args:
       states: the exact states holding the restored :math:`w_t` and :math:`v_{t+1}`.
       w_bar, v_bar, h_bar: the adjoints after step :math:`t`.
       alphas, gammas, numerators: step :math:`t`'s step sizes, momenta and momentum numerators, per leaf.
-      derivatives: ``derivatives(tangent)`` gives, at :math:`w_t`, the gradient (flat, per leaf: the
-        one the forward sweep used, bit for bit), :math:`H_t` times ``tangent`` and the mixed term.
+      derivatives: ``derivatives(states, tangent)`` gives, at :math:`w_t` (held in ``states``), the
+        gradient (flat, per leaf: the one the forward sweep used, bit for bit), :math:`H_t` times
+        ``tangent`` and the mixed term.
+      ordered: a boolean scalar, true but known only at run time, or ``None``. Given, the states,
+        the updated :math:`\\bar v` and :math:`\\bar\\alpha_t` pass through one
+        :func:`~hgrad.reversible.materialize.materialized`. Every derivative, and so the updates of
+        :math:`v` and :math:`\\bar w`, then depends on :math:`\\bar\\alpha_t = \\bar w \\cdot v_{t+1}`;
+        the parameters are converted from the restored weights as stored, not recomputed from the
+        overwritten ones; and no update of :math:`\\bar v` reads the old :math:`\\bar w`. So XLA
+        updates the weights, :math:`v`, :math:`\\bar v` and :math:`\\bar w` in place after the
+        operations that read their old values, instead of copying them at every step.
     Returns:
       The states holding :math:`w_t` and :math:`v_t` with the buffer before step :math:`t`, the
       per-weight overflow masks, the adjoints before step :math:`t`, and step :math:`t`'s
@@ -428,9 +438,11 @@ def _step_back(problem: _Problem, states, w_bar, v_bar, h_bar, alphas, gammas, n
     alpha_bar = [alpha_bar_of(wb, s.v, a) for wb, s, a in zip(w_bar, states, alphas)]
     alphas_, gammas_ = ([x.astype(problem.dtype) for x in xs] for xs in (alphas, gammas))
     v_bar = [vb + a * wb for vb, a, wb in zip(v_bar, alphas_, w_bar)]
+    if ordered is not None:
+        states, v_bar, alpha_bar = materialized((states, v_bar, alpha_bar), ordered)
     tangent = jax.tree.unflatten(problem.treedef, [
         (-(1 - m) * vb).reshape(shape) for m, vb, shape in zip(gammas_, v_bar, problem.shapes)])
-    grads, hvp, mixed = derivatives(tangent)
+    grads, hvp, mixed = derivatives(states, tangent)
     unstepped = [E.unstep_velocity(s, g, n, momentum_bits=momentum_bits, velocity_radix_bits=velocity_radix_bits)
                  for s, g, n in zip(states, grads, numerators)]
     states = [s for s, _ in unstepped]
@@ -454,7 +466,12 @@ def _run_forward(config, hparams, init, *, per_step: bool):
 
     def step(states, x):
         t, alphas, numerators = x
-        value, grads = jax.value_and_grad(loss)(_as_params(problem, states, radix_bits), hparams, t)
+        # The parameters converted once and stored, for both the model's forward product and its
+        # transpose in the backward pass to read: XLA otherwise converts them in each, and the
+        # second conversion, which the update of the weights does not wait for, has XLA copy the
+        # old weights at every step (see hgrad.reversible.materialize).
+        params = materialized(_as_params(problem, states, radix_bits), t >= 0)
+        value, grads = jax.value_and_grad(loss)(params, hparams, t)
         stepped = [E.step(s, g, a, n, **kw) for s, g, a, n in zip(states, _flat(grads), alphas, numerators)]
         return [s for s, _ in stepped], value, grads, [bad for _, bad in stepped]
 
@@ -494,20 +511,6 @@ _forward = jax.jit(functools.partial(_run_forward, per_step=False), static_argnu
 _diagnose = jax.jit(functools.partial(_run_forward, per_step=True), static_argnums=0)
 
 
-def _computed_once(tree, true: jax.Array):
-    """``tree``, computed once and stored, for the operations that read it to read.
-
-    XLA repeats a cheap element-wise computation inside each fusion that reads its result rather
-    than storing that result. The float parameters restored from 32-bit weights (widen, subtract the
-    rounded position term, narrow, convert) are read by the model's product, by its L2 term and by
-    both halves of the velocity's undecay, which made the reverse sweep 11-13% slower than with
-    64-bit weights, where the parameters are converted from the stored weights (CPU, the
-    benchmark's MLP, paired runs; 0.99-1.03 with this). An optimization barrier does not stop it
-    (XLA:CPU removes barriers before it fuses); the result of a conditional is stored, so ``tree``
-    is passed through one whose predicate ``true`` is always true but known only at run time."""
-    return jax.lax.cond(true, lambda x: x, lambda x: jax.tree.map(jnp.zeros_like, x), tree)
-
-
 @functools.partial(jax.jit, static_argnums=0)
 def _reverse(config, hparams, init, final_states):
     loss, outer, params0_fn, num_steps, radix_bits, velocity_radix_bits, momentum_bits, words, weight_bits = config
@@ -523,19 +526,17 @@ def _reverse(config, hparams, init, final_states):
         states, w_bar, v_bar, h_bar = carry
         t, alphas, gammas, numerators = x
         states = [E.unstep_position(s, a, **radices) for s, a in zip(states, alphas)]
-        params = _as_params(problem, states, radix_bits)
-        if weight_bits == 32:
-            params = _computed_once(params, t >= 0)
 
-        def derivatives(tangent):
+        def derivatives(states, tangent):
             # One forward-over-reverse product: the gradient (needed bit for bit to undo the velocity
             # update), H v_bar and the mixed term, all at the restored w_t.
+            params = _as_params(problem, states, radix_bits)
             (grads, _), (hvp, mixed) = jax.jvp(lambda w: grad_loss(w, hparams, t), (params,), (tangent,))
             return _flat(grads), hvp, mixed
 
         states, _, w_bar, v_bar, h_bar, alpha_bar, gamma_bar = _step_back(
             problem, states, w_bar, v_bar, h_bar, alphas, gammas, numerators, derivatives,
-            momentum_bits=momentum_bits, velocity_radix_bits=velocity_radix_bits)
+            momentum_bits=momentum_bits, velocity_radix_bits=velocity_radix_bits, ordered=t >= 0)
         return (states, w_bar, v_bar, h_bar), (alpha_bar, gamma_bar)
 
     w_bar0 = [x.astype(problem.dtype) for x in _flat(w_bar_tree)]
@@ -611,7 +612,7 @@ def _sweeps(config, hparams, init):
         # c.states holds w_t (restored) and v_{t+1}; grads is the gradient at w_t
         states, bad, w_bar, v_bar, h_bar, alpha_bar, gamma_bar = _step_back(
             problem, c.states, c.w_bar, c.v_bar, c.h_bar, [a[t] for a in alphas], [g[t] for g in gammas],
-            [n[t] for n in numerators], lambda tangent: (grads, *lin(tangent)[1]),
+            [n[t] for n in numerators], lambda _, tangent: (grads, *lin(tangent)[1]),
             momentum_bits=momentum_bits, velocity_radix_bits=velocity_radix_bits)
         c = c._replace(states=restore_position(states, jnp.maximum(t - 1, 0), where=t > 0),
                        w_bar=w_bar, v_bar=v_bar, h_bar=h_bar)
