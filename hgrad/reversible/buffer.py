@@ -175,19 +175,24 @@ def needs_spill(buf: InfoBuffer, n: jax.Array, momentum_bits: int) -> jax.Array:
     return buf.head_bound >= n_min << (32 - momentum_bits)
 
 
-def spill(buf: InfoBuffer, needed: jax.Array) -> InfoBuffer:
+def spill(buf: InfoBuffer, needed: jax.Array, *, ordered: jax.Array | None = None) -> InfoBuffer:
     """If ``needed`` (a scalar), move the low 16 bits of every head onto the stack as one row.
 
     The row is written either way, at ``count``: without a spill it lands in a free row (or the
-    scratch row), which costs one write and saves reading the row back to keep it."""
+    scratch row), which costs one write and saves reading the row back to keep it. ``ordered`` (a
+    scalar true at run time, or ``None``) has the heads read back through the written stack
+    (:func:`~hgrad.reversible.materialize.materialized`), so that in a loop XLA writes the row before
+    it updates the heads in place, instead of copying the old heads at every step."""
     if buf.words.shape[0] == 0:  # no room allocated: a spill is an overflow
         return buf._replace(overflow=buf.overflow | needed)
     capacity = buf.words.shape[0] - 1
     index = jnp.minimum(buf.count, capacity)
     row = (buf.head & jnp.uint32(_WORD_MASK)).astype(jnp.uint16)
+    words = jax.lax.dynamic_update_index_in_dim(buf.words, row, index, 0)
+    head, words = materialized((buf.head, words), ordered)
     return buf._replace(
-        head=jnp.where(needed, buf.head >> jnp.uint32(WORD_BITS), buf.head),
-        words=jax.lax.dynamic_update_index_in_dim(buf.words, row, index, 0),
+        head=jnp.where(needed, head >> jnp.uint32(WORD_BITS), head),
+        words=words,
         written_at=buf.written_at.at[index].set(buf.steps),
         count=buf.count + needed.astype(jnp.int32),
         head_bound=jnp.where(needed, buf.head_bound >> WORD_BITS, buf.head_bound),
@@ -196,7 +201,7 @@ def spill(buf: InfoBuffer, needed: jax.Array) -> InfoBuffer:
 
 
 def decay(buf: InfoBuffer, v: jax.Array, n: jax.Array, momentum_bits: int, *,
-          spilled: bool = False) -> tuple[InfoBuffer, jax.Array]:
+          spilled: bool = False, ordered: jax.Array | None = None) -> tuple[InfoBuffer, jax.Array]:
     """Multiply the fixed-point integers ``v`` by :math:`n / 2^k` exactly, keeping the lost bits.
 
     Args:
@@ -207,6 +212,10 @@ def decay(buf: InfoBuffer, v: jax.Array, n: jax.Array, momentum_bits: int, *,
       momentum_bits: :math:`k` (16; see ``MIN_MOMENTUM_BITS``).
       spilled: the caller has already called ``spill(buf, needs_spill(buf, n, momentum_bits))``
         (so that the stack, written only there, can stay out of the rest).
+      ordered: a boolean scalar true at run time, or ``None``. Given, the new heads are read through
+        :func:`~hgrad.reversible.materialize.materialized` where the velocities' update needs them
+        (see :func:`_digit_below`), so that in a loop XLA updates the heads and then the velocities
+        in place, instead of copying both at every step. The result is the same either way.
     Returns:
       The buffer and :math:`q n + p` with :math:`q = \\lfloor v / 2^k \\rfloor` and :math:`p < n`
       taken from the buffer.
@@ -215,29 +224,33 @@ def decay(buf: InfoBuffer, v: jax.Array, n: jax.Array, momentum_bits: int, *,
     n = jnp.asarray(n, jnp.float64)
     n_min = jnp.min(n).astype(jnp.int64)
     if not spilled:
-        buf = spill(buf, needs_spill(buf, n, k))
+        buf = spill(buf, needs_spill(buf, n, k), ordered=ordered)
     q, r = _split(v, k)
-    x, _ = divmod_floor(buf.head.astype(jnp.float64) * 2.0 ** k + r, n)
+    x, p = divmod_floor(buf.head.astype(jnp.float64) * 2.0 ** k + r, n)
     head = x.astype(jnp.uint32)
-    # The digit p = X mod n, from the new head rather than the old (see _digit_below): the velocity's
-    # update then reads the new head, so XLA updates the head and then the velocity in place.
-    p = _digit_below(materialized(head, buf.steps >= 0).astype(jnp.float64), n, v, k)
+    if ordered is not None:
+        # The same digit from the new head rather than the old (see _digit_below): the velocity's
+        # update then reads the new head, so XLA updates the head and then the velocity in place.
+        p = _digit_below(materialized(head, ordered).astype(jnp.float64), n, v, k)
     bound = ((buf.head_bound << k) + ((1 << k) - 1)) // n_min
     return buf._replace(head=head, steps=buf.steps + 1, head_bound=bound), q * n + p
 
 
-def undecay(buf: InfoBuffer, v: jax.Array, n: jax.Array, momentum_bits: int) -> tuple[InfoBuffer, jax.Array]:
+def undecay(buf: InfoBuffer, v: jax.Array, n: jax.Array, momentum_bits: int, *,
+            ordered: jax.Array | None = None) -> tuple[InfoBuffer, jax.Array]:
     """The inverse of :func:`decay`: the buffer before it and the velocities before the decay
-    (all but ``head_bound``, which becomes "unknown")."""
+    (all but ``head_bound``, which becomes "unknown"). ``ordered`` as for :func:`decay`, with the
+    restored velocities read through the conditional where the heads' update needs them."""
     k = momentum_bits
     n = jnp.asarray(n, jnp.float64)
     q, p = divmod_floor(v, n)
-    _, r = _split(buf.head.astype(jnp.float64) * n + p, k)
-    restored = q * 2.0 ** k + r
-    # The head from the restored velocity's low digits rather than from p (see _digit_below): the
-    # head's update then reads the new velocity, so XLA updates the velocity and then the head in place.
     head = buf.head.astype(jnp.float64)
-    x = _split(head * n + _digit_below(head, n, materialized(restored, buf.steps >= 0), k), k)[0]
+    x, r = _split(head * n + p, k)
+    restored = q * 2.0 ** k + r
+    if ordered is not None:
+        # The same head from the restored velocity rather than from p (see _digit_below): the head's
+        # update then reads the new velocity, so XLA updates the velocity and then the head in place.
+        x = _split(head * n + _digit_below(head, n, materialized(restored, ordered), k), k)[0]
     steps = buf.steps - 1
     if buf.words.shape[0]:  # else nothing was spilled
         top = jnp.maximum(buf.count - 1, 0)

@@ -133,7 +133,8 @@ def _out_of_range(*values: jax.Array) -> jax.Array:
 
 
 def step(state: ExactState, grad: jax.Array, alpha: jax.Array, n: jax.Array, *, momentum_bits: int,
-         radix_bits: int, velocity_radix_bits: int, spilled: bool = False) -> tuple[ExactState, jax.Array]:
+         radix_bits: int, velocity_radix_bits: int, spilled: bool = False,
+         ordered: jax.Array | None = None) -> tuple[ExactState, jax.Array]:
     """One exact step: decay the velocity by :math:`n / 2^k`, subtract the gradient term, move.
 
     Args:
@@ -143,15 +144,17 @@ def step(state: ExactState, grad: jax.Array, alpha: jax.Array, n: jax.Array, *, 
       n: the momentum numerators per weight (or a scalar), from :func:`momentum_numerator`.
       spilled: the buffer has already been spilled for this step (see
         :func:`hgrad.reversible.buffer.decay`).
+      ordered: a boolean scalar true at run time, or ``None``: given in a loop, the step writes the
+        state in place without copies (:func:`hgrad.reversible.buffer.decay`); the result is the same.
     Returns:
       The state at :math:`t + 1`, and a mask, one entry per weight, set where the step overflowed
       the fixed-point range (a non-finite gradient included) or the buffer was full.
     """
-    buffer, v = B.decay(state.buffer, state.v, n, momentum_bits, spilled=spilled)
+    buffer, v = B.decay(state.buffer, state.v, n, momentum_bits, spilled=spilled, ordered=ordered)
     dv = _gradient_term(grad, n, momentum_bits, velocity_radix_bits)
     v = v - _round(dv, jnp.nan)
     dw = _position_term(v, alpha, radix_bits, velocity_radix_bits)
-    w, w_bad = _stored_weights(state.w.astype(jnp.float64) + _round(dw), state.w.dtype, buffer.steps >= 0)
+    w, w_bad = _stored_weights(state.w.astype(jnp.float64) + _round(dw), state.w.dtype, ordered)
     # Each part is below 2^51 when it is not flagged, so the sums are exact (below 2^52) and the
     # new values are checked before the next step uses them. A gradient term out of range makes
     # the velocity NaN (the weights stay finite, so the loss does not turn NaN and the error names
@@ -162,16 +165,16 @@ def step(state: ExactState, grad: jax.Array, alpha: jax.Array, n: jax.Array, *, 
     return ExactState(w, v, buffer), bad
 
 
-def _stored_weights(w: jax.Array, dtype, true: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _stored_weights(w: jax.Array, dtype, ordered: jax.Array | None) -> tuple[jax.Array, jax.Array]:
     """The new fixed-point weights ``w`` (float64) as stored in ``dtype``, and per weight whether
-    they left the range. With ``int32`` storage the check reads the stored values, materialized
-    (``true``: see :func:`~hgrad.reversible.materialize.materialized`), where :math:`-2^{31}`, which
-    no weight in range takes, marks an out-of-range weight (or NaN): checking the float64 values
-    instead, XLA recomputes them from the old weights in the check's own fusion."""
+    they left the range. With ``int32`` storage the check reads the stored values (through
+    :func:`~hgrad.reversible.materialize.materialized` with ``ordered``), where :math:`-2^{31}`,
+    which no weight in range takes, marks an out-of-range weight (or NaN): checking the float64
+    values instead, XLA recomputes them from the old weights in the check's own fusion."""
     if dtype == jnp.int32:
         marker = -(2.0 ** COMPACT_LIMIT_BITS)
         stored = jnp.where(jnp.abs(w) < 2.0 ** COMPACT_LIMIT_BITS, w, marker).astype(jnp.int32)
-        return stored, materialized(stored, true) == jnp.int32(marker)
+        return stored, materialized(stored, ordered) == jnp.int32(marker)
     return w.astype(dtype), ~(jnp.abs(w) < _LIMIT)
 
 
@@ -185,10 +188,11 @@ def unstep_position(state: ExactState, alpha: jax.Array, *, radix_bits: int,
 
 
 def unstep_velocity(state: ExactState, grad: jax.Array, n: jax.Array, *, momentum_bits: int,
-                    velocity_radix_bits: int) -> tuple[ExactState, jax.Array]:
-    """Undo the velocity update, given :math:`\\nabla L(w_t)` at the restored :math:`w_t`."""
+                    velocity_radix_bits: int, ordered: jax.Array | None = None) -> tuple[ExactState, jax.Array]:
+    """Undo the velocity update, given :math:`\\nabla L(w_t)` at the restored :math:`w_t` (``ordered``
+    as for :func:`step`)."""
     dv = _gradient_term(grad, n, momentum_bits, velocity_radix_bits)
-    buffer, v = B.undecay(state.buffer, state.v + jnp.round(dv), n, momentum_bits)  # checked forward
+    buffer, v = B.undecay(state.buffer, state.v + jnp.round(dv), n, momentum_bits, ordered=ordered)  # checked forward
     return ExactState(state.w, v, buffer), _out_of_range(dv) | buffer.overflow
 
 

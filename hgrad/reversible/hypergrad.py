@@ -443,8 +443,8 @@ def _step_back(problem: _Problem, states, w_bar, v_bar, h_bar, alphas, gammas, n
     tangent = jax.tree.unflatten(problem.treedef, [
         (-(1 - m) * vb).reshape(shape) for m, vb, shape in zip(gammas_, v_bar, problem.shapes)])
     grads, hvp, mixed = derivatives(states, tangent)
-    unstepped = [E.unstep_velocity(s, g, n, momentum_bits=momentum_bits, velocity_radix_bits=velocity_radix_bits)
-                 for s, g, n in zip(states, grads, numerators)]
+    unstepped = [E.unstep_velocity(s, g, n, momentum_bits=momentum_bits, velocity_radix_bits=velocity_radix_bits,
+                                   ordered=ordered) for s, g, n in zip(states, grads, numerators)]
     states = [s for s, _ in unstepped]
     gamma_bar = [jnp.vdot(vb, as_float(s.v) + g).astype(m.dtype) for vb, s, g, m in zip(v_bar, states, grads, gammas)]
     return (states, [bad for _, bad in unstepped], [wb + hv for wb, hv in zip(w_bar, _flat(hvp))],
@@ -472,7 +472,7 @@ def _run_forward(config, hparams, init, *, per_step: bool):
         # old weights at every step (see hgrad.reversible.materialize).
         params = materialized(_as_params(problem, states, radix_bits), t >= 0)
         value, grads = jax.value_and_grad(loss)(params, hparams, t)
-        stepped = [E.step(s, g, a, n, **kw) for s, g, a, n in zip(states, _flat(grads), alphas, numerators)]
+        stepped = [E.step(s, g, a, n, ordered=t >= 0, **kw) for s, g, a, n in zip(states, _flat(grads), alphas, numerators)]
         return [s for s, _ in stepped], value, grads, [bad for _, bad in stepped]
 
     if per_step:

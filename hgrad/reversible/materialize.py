@@ -34,15 +34,17 @@ def _identity_bits(x: jax.Array, zero: jax.Array) -> jax.Array:
     return jax.lax.bitcast_convert_type(mixed, x.dtype)
 
 
-def materialized(tree, true: jax.Array):
+def materialized(tree, true: jax.Array | None):
     """``tree`` unchanged, stored in memory once for every operation that reads it (see the module).
 
     Args:
       tree: a pytree of arrays (booleans, or of 8-, 16-, 32- or 64-bit types).
       true: a boolean scalar known only at run time (a loop's counter compared with a bound it always
-        meets, say); the result does not depend on it.
+        meets, say); the result does not depend on it. ``None`` passes ``tree`` straight through:
+        callers take it as an argument (``ordered``) and pass ``None`` where the conditional does
+        not pay, as inside the branches of the one-loop program.
     """
-    if jax.default_backend() != "cpu":
+    if true is None or jax.default_backend() != "cpu":
         return tree
     zero = jnp.asarray(true, jnp.int32) * 0
     return jax.lax.cond(true, lambda t: jax.tree.map(lambda x: _identity_bits(x, zero), t), lambda t: t, tree)
