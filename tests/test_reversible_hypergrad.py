@@ -369,7 +369,8 @@ def _loop_body(compiled) -> str:
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="a property of XLA:CPU's compiled program")
 @pytest.mark.parametrize("weight_bits", [64, 32])
-def test_the_two_loops_update_their_state_in_place_without_copies(weight_bits):
+@pytest.mark.parametrize("steps, momentum", [(T, 0.9), (40, 0.5)], ids=["heads only", "with a stack"])
+def test_the_two_loops_update_their_state_in_place_without_copies(weight_bits, steps, momentum):
     """Each step of either sweep writes the weights, velocities, heads and adjoints where the old ones
     were, with no copy of any array: the decay's digit comes from the new head and its inverse's
     head from the restored velocity, and the values that several operations read pass through
@@ -380,10 +381,12 @@ def test_the_two_loops_update_their_state_in_place_without_copies(weight_bits):
     rng = np.random.default_rng(0)
     p0 = {"w0": jnp.asarray(rng.normal(size=(4, 6)) / 2), "w1": jnp.asarray(rng.normal(size=(6, 3)) / 3),
           "b": jnp.zeros(3, jnp.float64)}
-    h = init_hparams(0.1, 0.9, loss=jnp.asarray(-3.0, jnp.float64), num_steps=T)
+    h = init_hparams(0.1, momentum, loss=jnp.asarray(-3.0, jnp.float64), num_steps=steps)
+    words = buffer_words_needed(h, p0, steps, K)
+    assert (words > 0) == (momentum == 0.5)
     with jax.enable_x64(True):
-        config = (_two_layer_loss, lambda p, hh: _xent(_two_layer(p, XV), YV), None, T,
-                  R.DEFAULT_RADIX_BITS[weight_bits], 47, K, buffer_words_needed(h, p0, T, K), weight_bits)
+        config = (_two_layer_loss, lambda p, hh: _xent(_two_layer(p, XV), YV), None, steps,
+                  R.DEFAULT_RADIX_BITS[weight_bits], 47, K, words, weight_bits)
         forward = R._forward.lower(config, h, p0).compile()  # noqa: SLF001
         states, _ = forward(h, p0)
         reverse = R._reverse.lower(config, h, p0, states).compile()  # noqa: SLF001
