@@ -186,7 +186,7 @@ def reversible_hypergrad(loss: Callable, outer: Callable, params0: Any, hparams:
         not reverse exactly that way (``ReversalError``), and none in one loop. On a CPU no model
         tried has failed with two loops, and one loop costs more there: every iteration evaluates
         the linearized gradient and passes all carried values through a switch between the
-        directions (benchmarks/reversible.py's workload, jitted: 4.5x the training run against 3.9x
+        directions (benchmarks/reversible.py's workload, jitted: 5.1x the training run against 4.0x
         for two loops on a 2-core CPU; on an H100, measured before the last changes, 9.0-9.4x
         against 5.2-5.5x).
 
