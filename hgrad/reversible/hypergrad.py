@@ -472,7 +472,8 @@ def _run_forward(config, hparams, init, *, per_step: bool):
         # old weights at every step (see hgrad.reversible.materialize).
         params = materialized(_as_params(problem, states, radix_bits), t >= 0)
         value, grads = jax.value_and_grad(loss)(params, hparams, t)
-        stepped = [E.step(s, g, a, n, ordered=t >= 0, **kw) for s, g, a, n in zip(states, _flat(grads), alphas, numerators)]
+        stepped = [E.step(s, g, a, n, ordered=t >= 0, **kw)
+                   for s, g, a, n in zip(states, _flat(grads), alphas, numerators)]
         return [s for s, _ in stepped], value, grads, [bad for _, bad in stepped]
 
     if per_step:
