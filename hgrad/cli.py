@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -15,6 +16,7 @@ from hgrad.experiments import PRESETS
 __all__ = ["main", "reproduce", "find_notebooks"]
 
 ROOT = Path(__file__).resolve().parent.parent
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"  # Jupyter's own: figures become outputs
 
 
 def find_notebooks(notebook_dir: Path, only: list[str] | None = None) -> list[Path]:
@@ -53,6 +55,24 @@ def _stamp(executed: Path, source: Path, preset: str) -> None:
     nbformat.write(nb, executed)
 
 
+@contextlib.contextmanager
+def _inline_figures():
+    """The kernel started inside draws its figures into the notebook's outputs.
+
+    Kernels inherit this process's environment, and with ``MPLBACKEND=Agg`` (as CI sets it for its
+    own plotting) they would draw nowhere: the executed notebooks, committed ones included, would
+    have no figures. The variable is restored afterwards."""
+    previous = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = INLINE_BACKEND
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["MPLBACKEND"]
+        else:
+            os.environ["MPLBACKEND"] = previous
+
+
 def reproduce(preset: str, only: list[str] | None, output_dir: Path, notebook_dir: Path,
               update_notebooks: bool = False) -> int:
     """Run the notebooks at ``preset``; keep going past failures; return the number that failed.
@@ -74,10 +94,11 @@ def reproduce(preset: str, only: list[str] | None, output_dir: Path, notebook_di
         out = output_dir / path.name
         start = time.time()
         try:
-            papermill.execute_notebook(
-                str(path), str(out), parameters={"preset": preset}, kernel_name="python3", language="python",
-                cwd=str(notebook_dir), progress_bar=False,
-            )
+            with _inline_figures():
+                papermill.execute_notebook(
+                    str(path), str(out), parameters={"preset": preset}, kernel_name="python3", language="python",
+                    cwd=str(notebook_dir), progress_bar=False,
+                )
             _stamp(out, path, preset)
             if update_notebooks:
                 shutil.copyfile(out, path)

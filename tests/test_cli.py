@@ -94,3 +94,19 @@ def test_without_update_notebooks_the_sources_are_untouched(tmp_path, monkeypatc
     assert cli.main(["reproduce", "--notebook-dir", str(nbs), "--output-dir", str(tmp_path / "out")]) == 0
     assert (nbs / "a.ipynb").read_text() == before
     assert nbformat.read(tmp_path / "out" / "a.ipynb", as_version=4).metadata["hgrad"]["preset"] == "smoke"
+
+
+def test_figures_are_drawn_into_the_notebook_whatever_mplbackend_says(tmp_path, monkeypatch):
+    # CI sets MPLBACKEND=Agg; a kernel started with it draws nowhere, and a committed notebook
+    # rerun that way lost its figures (2026-12-07).
+    monkeypatch.setenv("HGRAD_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _notebook(nbs / "a.ipynb", 'preset = "smoke"\nimport matplotlib.pyplot as plt\nplt.plot([0, 1])\nplt.show()')
+    assert cli.main(["reproduce", "--notebook-dir", str(nbs), "--output-dir", str(tmp_path / "out")]) == 0
+    executed = nbformat.read(tmp_path / "out" / "a.ipynb", as_version=4)
+    assert any("image/png" in o.get("data", {}) for c in executed.cells for o in c.get("outputs", []))
+    import os
+
+    assert os.environ["MPLBACKEND"] == "Agg"  # restored for this process
