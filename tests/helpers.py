@@ -44,3 +44,17 @@ def assert_trees_close(a, b, rtol=1e-10, atol=1e-12):
     assert jax.tree.structure(a) == jax.tree.structure(b)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+def hlo_computation(text: str, name: str) -> str:
+    """The body of computation ``name`` in XLA's compiled text ``text``."""
+    import re
+
+    return re.search(r"\n%?" + re.escape(name) + r" [^\n]*\{\n(.*?)\n\}", text, re.S).group(1)
+
+
+def hlo_loop_body(text: str) -> str:
+    """The body of the (first) while loop in XLA's compiled text ``text``."""
+    import re
+
+    return hlo_computation(text, re.search(r"body=%?([\w.\-]+)", text).group(1))

@@ -32,11 +32,9 @@ def test_decay_then_undecay_restores_every_state_bit_for_bit(n_weights, steps, k
     restores every buffer state and velocity, and the run fills exactly the capacity that
     words_needed counted. Both ways of computing the digits (ordered or not) are checked."""
     rng = np.random.default_rng(seed)
-    if ordered:
-        true = jnp.asarray(True)
-        decay, undecay = (lambda *a, f=f: f(*a, true) for f in (ordered_decay, ordered_undecay))
-    else:
-        decay, undecay = globals()["decay"], globals()["undecay"]
+    true = jnp.asarray(True)
+    forward, backward = ((lambda *a: ordered_decay(*a, true)), (lambda *a: ordered_undecay(*a, true))) if ordered \
+        else (decay, undecay)
     with jax.enable_x64(True):
         ns = rng.integers(2, 2 ** k, size=(steps, n_weights)).astype(np.float64)
         capacity = B.words_needed(np.min(ns, axis=1), k)
@@ -44,12 +42,12 @@ def test_decay_then_undecay_restores_every_state_bit_for_bit(n_weights, steps, k
         v = jnp.asarray(rng.integers(-2 ** scale, 2 ** scale, size=n_weights, endpoint=True), jnp.float64)
         history = [(_as_tuple(buf), np.asarray(v))]
         for t in range(steps):
-            buf, v = decay(buf, v, jnp.asarray(ns[t]), k)
+            buf, v = forward(buf, v, jnp.asarray(ns[t]), k)
             history.append((_as_tuple(buf), np.asarray(v)))
         assert not bool(buf.overflow), "the capacity from words_needed was too small"
         assert int(buf.count) == capacity, (int(buf.count), capacity)
         for t in reversed(range(steps)):
-            buf, v = undecay(buf, v, jnp.asarray(ns[t]), k)
+            buf, v = backward(buf, v, jnp.asarray(ns[t]), k)
             (head, words, count, overflow), v_then = history[t]
             np.testing.assert_array_equal(np.asarray(v), v_then)
             np.testing.assert_array_equal(np.asarray(buf.head), head)

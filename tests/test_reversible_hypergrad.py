@@ -11,7 +11,7 @@ import pytest
 import hgrad
 from hgrad.reversible.hypergrad import (FixedPointOverflowError, ReversibleHparams, buffer_words_needed, init_hparams,
                                         reversible_hypergrad)
-from helpers import central_difference, random_direction
+from helpers import central_difference, hlo_loop_body, random_direction
 
 K = 16  # momentum bits: momenta below are multiples of 2^-16, so the exact loop uses them as given
 T = 12
@@ -361,12 +361,6 @@ def _two_layer_loss(params, hparams, t):
     return _xent(_two_layer(params, X[idx]), Y[idx]) + 0.5 * jnp.exp(hparams.loss) * jnp.sum(params["w0"] ** 2)
 
 
-def _loop_body(compiled) -> str:
-    text = compiled.as_text()
-    body = re.search(r"body=%?([\w.\-]+)", text).group(1)
-    return re.search(r"\n%?" + re.escape(body) + r" [^\n]*\{\n(.*?)\n\}", text, re.S).group(1)
-
-
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="a property of XLA:CPU's compiled program")
 @pytest.mark.parametrize("weight_bits", [64, 32])
 @pytest.mark.parametrize("steps, momentum", [(T, 0.9), (40, 0.5)], ids=["heads only", "with a stack"])
@@ -391,5 +385,5 @@ def test_the_two_loops_update_their_state_in_place_without_copies(weight_bits, s
         states, _ = forward(h, p0)
         reverse = R._reverse.lower(config, h, p0, states).compile()  # noqa: SLF001
     for name, compiled in (("forward", forward), ("reverse", reverse)):
-        copied = re.findall(r"= (\w+\[[\d,]+\])\S* copy\(", _loop_body(compiled))
+        copied = re.findall(r"= (\w+\[[\d,]+\])\S* copy\(", hlo_loop_body(compiled.as_text()))
         assert not copied, f"the {name} sweep copies {copied} at every step"

@@ -18,7 +18,7 @@ from flax import nnx
 import hgrad.towers as ht
 from hgrad.towers.adam import AdamState
 from hgrad.towers.level import Level
-from tests.helpers import derivative
+from tests.helpers import derivative, hlo_computation, hlo_loop_body
 
 # A smooth, non-quadratic loss with a pytree of weights.
 _A = jnp.asarray(np.random.default_rng(0).normal(size=(7, 3)))
@@ -339,8 +339,6 @@ def test_safe_sqrt_value_and_derivative():
 
 def _training_loop_hlo(tx, shape=(48, 40)):
     """XLA's compiled text of a jitted scan of training steps of ``tx``, and its loop body."""
-    import re
-
     x = jnp.asarray(np.random.default_rng(0).normal(size=(5, shape[0])), jnp.float32)
 
     def step(carry, xi):
@@ -353,14 +351,7 @@ def _training_loop_hlo(tx, shape=(48, 40)):
         return jax.lax.scan(step, (p, tx.init(p)), x)[0]
 
     text = jax.jit(train).lower(jnp.ones(shape, jnp.float32)).compile().as_text()
-    body = re.search(r"body=%?([\w.\-]+)", text).group(1)
-    return text, _computation(text, body)
-
-
-def _computation(text, name):
-    import re
-
-    return re.search(r"\n%?" + re.escape(name) + r" [^\n]*\{\n(.*?)\n\}", text, re.S).group(1)
+    return text, hlo_loop_body(text)
 
 
 _CPU_ONLY = pytest.mark.skipif(jax.default_backend() != "cpu",
@@ -392,7 +383,7 @@ def test_adams_b1_and_b2_derivatives_write_no_shared_square_root():
 
     tx = ht.tower(ht.adam(1e-3, tune=("learning_rate", "b1", "b2")), ht.sgd(1e-7))
     text, body = _training_loop_hlo(tx)
-    roots = [re.search(r"ROOT [^=]+= \S+ (\w+)\(", _computation(text, name)).group(1)
+    roots = [re.search(r"ROOT [^=]+= \S+ (\w+)\(", hlo_computation(text, name)).group(1)
              for name in re.findall(r"f32\[48,40\]\{1,0\} fusion\(.*?calls=%?([\w.\-]+)", body)]
     assert roots and "sqrt" not in roots, roots
 
