@@ -376,6 +376,21 @@ def test_adam_levels_write_their_state_in_place_without_copies(tx):
 
 
 @_CPU_ONLY
+@pytest.mark.parametrize("tx", [
+    ht.sgd_hd(0.01, 1e-3),
+    ht.sgd_hd(0.01, 1e-3, storage="linear"),
+    ht.sgdn_hd(0.01, 1e-3, storage="linear"),
+    ht.tower(*[ht.sgd(0.01, storage="linear")] * 3),
+], ids=["sgd_hd log", "sgd_hd linear", "sgdn_hd linear", "sgd/sgd/sgd linear"])
+def test_sgd_levels_write_their_derivatives_in_place_without_copies(tx):
+    # With the learning rate stored as it is, its derivative (-g, or -d with momentum) does not
+    # depend on the new rate unless the tower ties it to it (`_step`): untied, XLA computed it
+    # before the contraction had read the old one and copied both at every step.
+    _, body = _training_loop_hlo(tx)
+    assert "f32[48,40]{1,0} copy(" not in body
+
+
+@_CPU_ONLY
 def test_adams_b1_and_b2_derivatives_write_no_shared_square_root():
     # Each derivative computes its own root of the second moment; a root shared by both is
     # written as a weight-sized array and read back (adam's `tangents`).
