@@ -15,7 +15,8 @@ Prints, per workload:
   * SGD-HD / optax.sgd and Adam-HD / optax.adam (target <= 1.05), and beside them the same ratio
     for a hand-written minimal version of each (the previous direction in the state, one dot
     product per step, each leaf summed flat with hgrad's flat_vdot as the library sums it: what the
-    algorithm cannot do without), as the floor for this machine;
+    algorithm cannot do without), as the floor for this machine, and for hgrad's with the
+    learning rate stored as it is (storage="linear", the paper's additive rule);
   * towers of height 0 (plain) to 5, SGD/SGD/... and Adam(lr, b1, b2)/SGD/...: the time per step,
     what each extra level adds as a fraction of the plain optimizer's step (target <= 0.10), and
     the slope of time against height above the first level, per repeat.
@@ -180,6 +181,8 @@ def main():
             "adam_hd": ht.adam_hd(1e-3, 1e-7),
             "minimal sgd_hd": minimal_sgd_hd(0.01, 1e-3),
             "minimal adam_hd": minimal_adam_hd(1e-3, 1e-7),
+            "linear sgd_hd": ht.sgd_hd(0.01, 1e-3, storage="linear"),
+            "linear adam_hd": ht.adam_hd(1e-3, 1e-7, storage="linear"),
         }
         for h in range(args.max_height + 1):
             variants[f"sgd height {h}"] = sgd_tower(h)
@@ -194,10 +197,12 @@ def main():
         for hd, plain in (("sgd_hd", "optax.sgd"), ("adam_hd", "optax.adam")):
             r = paired_ratio(fns[hd], fns[plain], (params,), args.repeats)
             m = paired_ratio(fns[f"minimal {hd}"], fns[plain], (params,), args.repeats)
+            lin = paired_ratio(fns[f"linear {hd}"], fns[plain], (params,), args.repeats)
             print(f"{hd:8s} / {plain:10s}: {r['ratio']:.3f} [{r['q1']:.3f}, {r['q3']:.3f}]  "
                   f"({ms(r['time']):.3f} / {ms(r['base_time']):.3f} ms per step; target <= 1.05: "
                   f"{_verdict(r['ratio'] <= 1.05)}); hand-written minimal {hd}: {m['ratio']:.3f} "
-                  f"[{m['q1']:.3f}, {m['q3']:.3f}]")
+                  f"[{m['q1']:.3f}, {m['q3']:.3f}]; with the paper's rule (storage='linear'): "
+                  f"{lin['ratio']:.3f} [{lin['q1']:.3f}, {lin['q3']:.3f}]")
         for kind in ("sgd", "adam"):
             c = level_costs([fns[f"{kind} height {h}"] for h in range(args.max_height + 1)], (params,),
                             args.repeats)

@@ -40,6 +40,7 @@ def test_towers_benchmark():
     for hd, plain in (("sgd_hd", "optax.sgd"), ("adam_hd", "optax.adam")):
         assert len(_ratios(rf"{hd}\s+/ {re.escape(plain)}\s*: ({NUMBER})", out)) == 2
         assert len(_ratios(rf"hand-written minimal {hd}: ({NUMBER})", out)) == 2
+        assert len(_ratios(rf"minimal {hd}: {NUMBER} .*? rule \(storage='linear'\): ({NUMBER})", out)) == 2
     assert len(re.findall(r"height 2: +" + NUMBER + " ms", out)) == 4  # sgd and adam towers, twice
     assert len(re.findall(r"first level: " + NUMBER + r" \(target <= 0\.10: (?:holds|NOT MET)\)", out)) == 4
 
