@@ -363,29 +363,19 @@ _CPU_ONLY = pytest.mark.skipif(jax.default_backend() != "cpu",
     ht.adam_hd(1e-3, 1e-7),
     ht.adam_hd(1e-3, 1e-7, storage="linear"),
     ht.tower(ht.adam(1e-3, tune=("learning_rate", "b1", "b2")), ht.sgd(1e-7)),
-], ids=["adam_hd log", "adam_hd linear", "adam(lr, b1, b2)"])
-def test_adam_levels_write_their_state_in_place_without_copies(tx):
-    # The kept direction is written where the last one was, after the contraction has read
-    # it; were it computed before (it does not otherwise depend on the new learning rate),
-    # XLA would copy the old one out and the new one in at every step (adam's `direction`).
-    # The b1 and b2 derivatives take m_{t-1} - g from the new moment, so the step writes the
-    # new moments where the old ones were; read from the old ones, XLA copied both at every
-    # step (adam's `tangents`).
-    _, body = _training_loop_hlo(tx)
-    assert "f32[48,40]{1,0} copy(" not in body
-
-
-@_CPU_ONLY
-@pytest.mark.parametrize("tx", [
     ht.sgd_hd(0.01, 1e-3),
     ht.sgd_hd(0.01, 1e-3, storage="linear"),
     ht.sgdn_hd(0.01, 1e-3, storage="linear"),
     ht.tower(*[ht.sgd(0.01, storage="linear")] * 3),
-], ids=["sgd_hd log", "sgd_hd linear", "sgdn_hd linear", "sgd/sgd/sgd linear"])
-def test_sgd_levels_write_their_derivatives_in_place_without_copies(tx):
-    # With the learning rate stored as it is, its derivative (-g, or -d with momentum) does not
-    # depend on the new rate unless the tower ties it to it (`_step`): untied, XLA computed it
-    # before the contraction had read the old one and copied both at every step.
+], ids=["adam_hd log", "adam_hd linear", "adam(lr, b1, b2)", "sgd_hd log", "sgd_hd linear", "sgdn_hd linear",
+        "sgd/sgd/sgd linear"])
+def test_levels_write_their_state_in_place_without_copies(tx):
+    # A kept derivative is written where the last one was, after the contraction has read it;
+    # were it computed before (Adam's direction, or -g for a learning rate stored as it is, do not
+    # otherwise depend on the new rate), XLA would copy the old one out and the new one in at every
+    # step (adam's `direction`, the tower's `_step`). The b1 and b2 derivatives take m_{t-1} - g
+    # from the new moment, so the step writes the new moments where the old ones were; read from
+    # the old ones, XLA copied both at every step (adam's `tangents`).
     _, body = _training_loop_hlo(tx)
     assert "f32[48,40]{1,0} copy(" not in body
 
