@@ -367,15 +367,19 @@ _CPU_ONLY = pytest.mark.skipif(jax.default_backend() != "cpu",
     ht.sgd_hd(0.01, 1e-3, storage="linear"),
     ht.sgdn_hd(0.01, 1e-3, storage="linear"),
     ht.tower(*[ht.sgd(0.01, storage="linear")] * 3),
+    ht.tower(ht.sgd(0.01, 0.9, tune=("learning_rate", "momentum")), ht.sgd(1e-7)),
+    ht.tower(ht.sgd(0.01, 0.9, tune=("learning_rate", "momentum"), storage="linear"), ht.sgd(1e-7, storage="linear")),
+    ht.tower(ht.sgd(0.01, 0.9, nesterov=True, tune=("learning_rate", "momentum")), ht.sgd(1e-7)),
 ], ids=["adam_hd log", "adam_hd linear", "adam(lr, b1, b2)", "sgd_hd log", "sgd_hd linear", "sgdn_hd linear",
-        "sgd/sgd/sgd linear"])
+        "sgd/sgd/sgd linear", "sgd(lr, momentum) log", "sgd(lr, momentum) linear", "sgdn(lr, momentum)"])
 def test_levels_write_their_state_in_place_without_copies(tx):
     # A kept derivative is written where the last one was, after the contraction has read it;
     # were it computed before (Adam's direction, or -g for a learning rate stored as it is, do not
     # otherwise depend on the new rate), XLA would copy the old one out and the new one in at every
     # step (adam's `direction`, the tower's `_step`). The b1 and b2 derivatives take m_{t-1} - g
     # from the new moment, so the step writes the new moments where the old ones were; read from
-    # the old ones, XLA copied both at every step (adam's `tangents`).
+    # the old ones, XLA copied both at every step (adam's `tangents`). A momentum's derivative reads
+    # the old velocity: the new one is written after it (the tower's `_step`), else XLA copied it.
     _, body = _training_loop_hlo(tx)
     assert "f32[48,40]{1,0} copy(" not in body
 
