@@ -18,7 +18,7 @@ from flax import nnx
 import hgrad.towers as ht
 from hgrad.towers.adam import AdamState
 from hgrad.towers.level import Level
-from tests.helpers import derivative, hlo_computation, hlo_loop_body
+from tests.helpers import derivative, hlo_computation, hlo_loop_body, random_direction
 
 # A smooth, non-quadratic loss with a pytree of weights.
 _A = jnp.asarray(np.random.default_rng(0).normal(size=(7, 3)))
@@ -132,6 +132,22 @@ def test_each_level_receives_the_derivative_of_the_loss_after_the_step(name):
             checked += 1
     assert checked == sum(len(lv.hyperparameters) for lv in levels[:-1])
 
+
+@pytest.mark.parametrize("name", list(TOWERS))
+def test_a_training_run_differentiates_through_the_tower(name):
+    # Differentiating through training (meta-learning the tower's own settings, or a hypergradient
+    # of the whole run) must see every derivative the tower keeps, including those it stores
+    # through a conditional for XLA's sake (the tower's `_stored`).
+    tx = ht.tower(*TOWERS[name])
+    direction = random_direction(params0(), 0)
+
+    def final_loss(eps):
+        params = jax.tree.map(lambda p, d: p + eps * d, params0(), direction)
+        return loss(run(tx, params, 5)[0])
+
+    fd = derivative(final_loss)
+    assert abs(fd) > 1e-3, fd  # the check must be able to fail
+    np.testing.assert_allclose(float(jax.grad(final_loss)(0.0)), fd, rtol=1e-7)
 
 def test_sgd_hd_hypergradient_is_baydins_dot_product_in_log_space():
     # d L(w_t) / d log(alpha) = -alpha_{t-1} g_t . g_{t-1} (Baydin et al. 2018, Sec. 2, in log space)
