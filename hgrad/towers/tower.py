@@ -110,7 +110,7 @@ def _stored_jvp(primals, tangents):
 
 
 def _step(level: Level, grads, inner, params: dict, *, tangents: bool):
-    """One update of ``level`` and the hyperparameter values it used; with ``tangents``, also the
+    r"""One update of ``level`` and the hyperparameter values it used; with ``tangents``, also the
     update's derivative w.r.t. each tuned scalar.
 
     The derivatives are a tuple in the order of ``level.hyperparameters``, each shaped like the
