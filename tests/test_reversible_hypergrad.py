@@ -216,6 +216,22 @@ def test_traced_momenta_need_an_explicit_buffer_size():
         jax.jit(lambda hh: reversible_hypergrad(loss, outer, params0, hh, T, momentum_bits=K).value)(h)
 
 
+def test_differentiating_the_hypergradient_is_a_clear_error():
+    # Rounding at every step has derivative 0: JAX would return a wrong second derivative silently
+    # (before the check, d/dh of sum(dE/dlog lr) came out with a zero momentum part).
+    h = _hparams()
+    words = buffer_words_needed(h, params0(h), T, K)
+
+    def total(hh):
+        return sum(jnp.sum(x) for x in jax.tree.leaves(
+            reversible_hypergrad(loss, outer, params0, hh, T, momentum_bits=K, buffer_words=words).grads.log_lr))
+
+    assert np.isfinite(float(total(h)))
+    for differentiate in (jax.grad, lambda f: jax.jit(jax.grad(f)), lambda f: lambda x: jax.jvp(f, (x,), (x,))):
+        with pytest.raises(TypeError, match="cannot be differentiated.*hgrad.hypergrad"):
+            differentiate(total)(h)
+
+
 @pytest.mark.parametrize("single_loop", [False, True], ids=["two_loops", "one_loop"])
 def test_under_jit_with_an_explicit_buffer_size(single_loop):
     h = _hparams()

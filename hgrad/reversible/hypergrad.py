@@ -201,6 +201,9 @@ def reversible_hypergrad(loss: Callable, outer: Callable, params0: Any, hparams:
     _checks.check_finite(hparams, "hparams")
     if not isinstance(hparams, ReversibleHparams):
         raise TypeError("hparams must be a hgrad.reversible.ReversibleHparams (see init_hparams)")
+    hparams = _without_derivative(hparams)
+    if not callable(params0):
+        params0 = _without_derivative(params0)
     if not B.MIN_MOMENTUM_BITS <= momentum_bits <= B.MAX_MOMENTUM_BITS:
         raise ValueError(f"momentum_bits must be in [{B.MIN_MOMENTUM_BITS}, {B.MAX_MOMENTUM_BITS}] (the "
                          f"buffer's bounds hold there), got {momentum_bits}")
@@ -250,6 +253,23 @@ def reversible_hypergrad(loss: Callable, outer: Callable, params0: Any, hparams:
         _checks.on_host(_check_exact, result.exact)
         capacity = sum(_allocated_bits(int(np.size(x)), int(buffer_words)) for x in jax.tree.leaves(template))
         return result._replace(buffer_capacity_bits=capacity)
+
+
+@jax.custom_jvp
+def _without_derivative(tree):
+    """``tree``; differentiating through it raises (see the error) instead of returning wrong
+    derivatives: the exact arithmetic rounds at every step, and the rounding's derivative is 0."""
+    return tree
+
+
+@_without_derivative.defjvp
+def _without_derivative_jvp(primals, tangents):
+    raise TypeError(
+        "hgrad.reversible_hypergrad cannot be differentiated (under jax.grad, jax.jvp, ...): its exact "
+        "fixed-point arithmetic rounds at every step, so JAX would differentiate the rounding (to 0) and "
+        "return a wrong derivative of the hypergradient. For derivatives of a hypergradient, write the "
+        "training step for hgrad.hypergrad (method=hgrad.Reverse() or hgrad.Forward()), which JAX can "
+        "differentiate")
 
 
 @functools.lru_cache(maxsize=256)
