@@ -195,6 +195,9 @@ def reversible_hypergrad(loss: Callable, outer: Callable, params0: Any, hparams:
       FixedPointOverflowError: a value left the fixed-point range (naming the step).
       ReversalError: the reverse sweep did not restore the initial state bit for bit (the loss's
         gradient was not recomputed identically: the loss must be deterministic).
+      TypeError: the call is differentiated (``jax.grad``, ``jax.jvp``) with respect to ``hparams`` or
+        ``params0``: the exact arithmetic's rounding has no useful derivative, so a derivative of
+        the hypergradient needs :func:`hgrad.hypergrad` instead.
     """
     num_steps = _checks.check_num_steps(num_steps)
     _checks.check_floating(hparams, "hparams")
