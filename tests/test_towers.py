@@ -149,6 +149,7 @@ def test_a_training_run_differentiates_through_the_tower(name):
     assert abs(fd) > 1e-3, fd  # the check must be able to fail
     np.testing.assert_allclose(float(jax.grad(final_loss)(0.0)), fd, rtol=1e-7)
 
+
 def test_sgd_hd_hypergradient_is_baydins_dot_product_in_log_space():
     # d L(w_t) / d log(alpha) = -alpha_{t-1} g_t . g_{t-1} (Baydin et al. 2018, Sec. 2, in log space)
     tx = ht.sgd_hd(0.05, 0.02)
