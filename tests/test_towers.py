@@ -137,7 +137,7 @@ def test_each_level_receives_the_derivative_of_the_loss_after_the_step(name):
 def test_a_training_run_differentiates_through_the_tower(name):
     # Differentiating through training (meta-learning the tower's own settings, or a hypergradient
     # of the whole run) must see every derivative the tower keeps, including those it stores
-    # through a conditional for XLA's sake (the tower's `_stored`).
+    # through a conditional for XLA's sake (`hgrad.reversible.materialize.materialized`).
     tx = ht.tower(*TOWERS[name])
     direction = random_direction(params0(), 0)
 

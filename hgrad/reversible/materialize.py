@@ -14,7 +14,10 @@ by a data dependence, and XLA then updates both in place without a copy.
 branches are the identity (one written as an exclusive-or with a zero that XLA only recognizes as
 zero after it has kept the conditional), so the conditional's result is its operand's own buffer:
 no copy, no arithmetic, and the branch taken does not matter. On an accelerator a conditional reads
-its predicate on the host, so there it is not used and the value passes straight through.
+its predicate on the host, so there it is not used and the value passes straight through. Its
+derivative is the identity's (JAX would differentiate the bit-level identity to 0), so a value
+differentiated through it, as a tower's kept derivatives are (:mod:`hgrad.towers.tower`), keeps its
+derivative.
 """
 
 from __future__ import annotations
@@ -46,5 +49,15 @@ def materialized(tree, true: jax.Array | None):
     """
     if true is None or jax.default_backend() != "cpu":
         return tree
+    return _through_conditional(tree, true)
+
+
+@jax.custom_jvp
+def _through_conditional(tree, true):
     zero = jnp.asarray(true, jnp.int32) * 0
     return jax.lax.cond(true, lambda t: jax.tree.map(lambda x: _identity_bits(x, zero), t), lambda t: t, tree)
+
+
+@_through_conditional.defjvp
+def _through_conditional_jvp(primals, tangents):
+    return _through_conditional(*primals), tangents[0]  # the identity's derivative

@@ -96,19 +96,6 @@ def _dvalue(h, u):
     return jax.jvp(h.constrain, (u,), (jnp.ones_like(u),))[1]
 
 
-@jax.custom_jvp
-def _stored(tree, true):
-    """``tree``, stored once (:func:`~hgrad.reversible.materialize.materialized`), with the identity's
-    derivative: the conditional's bit-level identity has none in JAX, so differentiating a
-    training run through the tower would otherwise drop what flows through ``tree``."""
-    return materialized(tree, true)
-
-
-@_stored.defjvp
-def _stored_jvp(primals, tangents):
-    return _stored(*primals), tangents[0]
-
-
 def _step(level: Level, grads, inner, params: dict, *, tangents: bool):
     r"""One update of ``level`` and the hyperparameter values it used; with ``tangents``, also the
     update's derivative w.r.t. each tuned scalar.
@@ -172,7 +159,7 @@ def _step(level: Level, grads, inner, params: dict, *, tangents: bool):
             traced.append(len(derivs) - 1)
     if traced and len(traced) < len(derivs) and jax.tree.leaves(new_inner):  # see the docstring
         u = next(iter(params.values()))
-        stored = _stored([derivs[i] for i in traced], jnp.all(u == u))  # any run-time boolean will do
+        stored = materialized([derivs[i] for i in traced], jnp.all(u == u))  # any run-time boolean will do
         for i, d in zip(traced, stored):
             derivs[i] = d
         one = 1 + sum(0 * jnp.sum(jax.tree.leaves(d)[0].ravel()[:1]) for d in stored)
