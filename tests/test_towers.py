@@ -112,6 +112,21 @@ TOWERS = {
         ht.adam(0.01, tune=("learning_rate", "b1")),
         ht.sgd(0.003),
     ),
+    # eps of the size of the gradients' roots, so that its derivative is far from 0
+    "adam(lr, b1, b2, eps)/adam/sgd": (
+        ht.adam(0.05, b1=0.8, b2=0.9, eps=0.1, tune=("learning_rate", "b1", "b2", "eps")),
+        ht.adam(0.01),
+        ht.sgd(0.001),
+    ),
+    "linear: adam(lr, b1, b2, eps)/sgd_per_hyperparameter/sgd": (
+        ht.adam(0.05, b1=0.8, b2=0.9, eps=0.1, tune=("learning_rate", "b1", "b2", "eps"), storage="linear"),
+        ht.sgd_per_hyperparameter({"learning_rate": 0.01, "b1": 0.03, "b2": 0.02, "eps": 0.05}, storage="linear"),
+        ht.sgd(0.001),
+    ),
+    "adam(eps; rebuilding its direction)/sgd": (
+        ht.adam(0.05, b1=0.8, b2=0.9, eps=0.1, tune=("eps",), rebuild_direction=True),
+        ht.sgd(0.01),
+    ),
 }
 
 
@@ -180,6 +195,10 @@ PLAIN = {
     "adam(lr, b1, b2)/sgd(0)": (
         ht.tower(ht.adam(1e-3, tune=("learning_rate", "b1", "b2")), ht.sgd(0.0)),
         ht.tower(ht.adam(1e-3)),
+    ),
+    "linear: adam(lr, b1, b2, eps)/sgd(0)": (
+        ht.tower(ht.adam(1e-3, eps=1e-3, tune=("learning_rate", "b1", "b2", "eps"), storage="linear"), ht.sgd(0.0)),
+        ht.tower(ht.adam(1e-3, eps=1e-3)),
     ),
 }
 
@@ -380,6 +399,7 @@ _CPU_ONLY = pytest.mark.skipif(jax.default_backend() != "cpu",
     ht.adam_hd(1e-3, 1e-7),
     ht.adam_hd(1e-3, 1e-7, storage="linear"),
     ht.tower(ht.adam(1e-3, tune=("learning_rate", "b1", "b2")), ht.sgd(1e-7)),
+    ht.tower(ht.adam(1e-3, tune=("learning_rate", "b1", "b2", "eps"), storage="linear"), ht.sgd(1e-7)),
     ht.sgd_hd(0.01, 1e-3),
     ht.sgd_hd(0.01, 1e-3, storage="linear"),
     ht.sgdn_hd(0.01, 1e-3, storage="linear"),
@@ -387,7 +407,7 @@ _CPU_ONLY = pytest.mark.skipif(jax.default_backend() != "cpu",
     ht.tower(ht.sgd(0.01, 0.9, tune=("learning_rate", "momentum")), ht.sgd(1e-7)),
     ht.tower(ht.sgd(0.01, 0.9, tune=("learning_rate", "momentum"), storage="linear"), ht.sgd(1e-7, storage="linear")),
     ht.tower(ht.sgd(0.01, 0.9, nesterov=True, tune=("learning_rate", "momentum")), ht.sgd(1e-7)),
-], ids=["adam_hd log", "adam_hd linear", "adam(lr, b1, b2)", "sgd_hd log", "sgd_hd linear", "sgdn_hd linear",
+], ids=["adam_hd log", "adam_hd linear", "adam(lr, b1, b2)", "linear adam(lr, b1, b2, eps)", "sgd_hd log", "sgd_hd linear", "sgdn_hd linear",
         "sgd/sgd/sgd linear", "sgd(lr, momentum) log", "sgd(lr, momentum) linear", "sgdn(lr, momentum)"])
 def test_levels_write_their_state_in_place_without_copies(tx):
     # A kept derivative is written where the last one was, after the contraction has read it;
@@ -402,12 +422,13 @@ def test_levels_write_their_state_in_place_without_copies(tx):
 
 
 @_CPU_ONLY
-def test_adams_b1_and_b2_derivatives_write_no_shared_square_root():
+@pytest.mark.parametrize("tune", [("learning_rate", "b1", "b2"), ("learning_rate", "b1", "b2", "eps")])
+def test_adams_b1_and_b2_derivatives_write_no_shared_square_root(tune):
     # Each derivative computes its own root of the second moment; a root shared by both is
     # written as a weight-sized array and read back (adam's `tangents`).
     import re
 
-    tx = ht.tower(ht.adam(1e-3, tune=("learning_rate", "b1", "b2")), ht.sgd(1e-7))
+    tx = ht.tower(ht.adam(1e-3, tune=tune), ht.sgd(1e-7))
     text, body = _training_loop_hlo(tx)
     roots = [re.search(r"ROOT [^=]+= \S+ (\w+)\(", hlo_computation(text, name)).group(1)
              for name in re.findall(r"f32\[48,40\]\{1,0\} fusion\(.*?calls=%?([\w.\-]+)", body)]
@@ -472,7 +493,7 @@ def test_flat_vdot_is_the_dot_product_of_the_flattened_arrays(shape):
         (lambda: ht.adam(1e-3, initial_second_moment=float("nan")),
          "initial_second_moment must be finite and >= 0"),
         (lambda: ht.sgd(0.1, tune=("lr",)), "sgd can tune 'learning_rate' and 'momentum'"),
-        (lambda: ht.adam(0.1, tune=("beta1",)), "adam can tune 'learning_rate', 'b1' and 'b2'"),
+        (lambda: ht.adam(0.1, tune=("beta1",)), "adam can tune 'learning_rate', 'b1', 'b2' and 'eps'"),
         (lambda: ht.sgd(0.1, tune=("momentum",)), "momentum is None"),
         (lambda: ht.sgd(0.1, nesterov=True), "nesterov=True needs a momentum"),
         (lambda: ht.tower(ht.sgd(0.0), ht.sgd(0.1)), r"level 0 \(sgd\): learning_rate must be > 0"),
@@ -500,8 +521,9 @@ def test_integer_params_are_a_clear_error():
         ht.sgd_hd(0.1, 0.01).init({"w": jnp.arange(3)})
 
 
-def test_adams_hand_written_tangents_equal_forward_mode():
-    adam = ht.adam(0.05, b1=0.8, b2=0.9, tune=("learning_rate", "b1", "b2"))
+@pytest.mark.parametrize("storage", ["unconstrained", "linear"])
+def test_adams_hand_written_tangents_equal_forward_mode(storage):
+    adam = ht.adam(0.05, b1=0.8, b2=0.9, eps=0.1, tune=("learning_rate", "b1", "b2", "eps"), storage=storage)
     by_hand = ht.tower(adam, ht.sgd(0.01))
     forward = ht.tower(adam._replace(tangents=None), ht.sgd(0.01))
     _, s_hand = run(by_hand, params0(), 5)
@@ -509,7 +531,7 @@ def test_adams_hand_written_tangents_equal_forward_mode():
     for a, b in zip(jax.tree.leaves(s_hand.levels[0].tangents),
                     jax.tree.leaves(s_fwd.levels[0].tangents)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-14)
-    assert float(jnp.abs(s_hand.levels[0].tangents[1]["w"]).max()) > 0
+    assert all(float(jnp.abs(t["w"]).max()) > 0 for t in s_hand.levels[0].tangents[1:])
 
 
 def test_linear_storage_is_baydins_additive_rule_kept_nonnegative():
@@ -529,6 +551,28 @@ def test_linear_storage_is_baydins_additive_rule_kept_nonnegative():
     # a huge beta on an oscillating problem would make the original rule's rate negative
     rates, _ = rates_on_a_quadratic(ht.sgd_hd(1.5, 1e6, storage="linear"), 5)
     assert min(rates) == 0.0 and all(r >= 0 for r in rates)
+
+
+def test_log10_storage_is_chandras_log_eps():
+    # Chandra et al.'s code keeps Adam's epsilon as log10(eps) and steps that value itself
+    from hgrad.towers.hyperparameter import positive
+
+    h = positive(1e-8, "eps", "log10")
+    u0 = h.unconstrained(jnp.float64)
+    assert float(u0) == pytest.approx(-8.0, abs=1e-14)
+    assert float(h.constrain(u0)) == 1e-8  # the initial value exactly
+    assert float(h.constrain(jnp.asarray(-7.5))) == pytest.approx(10**-7.5, rel=1e-13)
+    for far in (1e6, -1e6):  # the window keeps the value positive and finite
+        x = float(h.constrain(h.project(jnp.asarray(far))))
+        assert 0 < x < math.inf
+    beta = 0.05
+    tx = ht.tower(ht.adam(0.05, eps=0.1, tune=("eps",), storage="linear"), ht.sgd(beta))
+    params, state = run(tx, params0(), 3)
+    updates, after = tx.update(jax.grad(loss)(params), state)
+    stored = float(after.levels[0].params["eps"])
+    assert stored == pytest.approx(float(state.levels[0].params["eps"])
+                                   - beta * float(after.levels[0].hypergrad["eps"]), rel=1e-12)
+    assert float(ht.hyperparameters(after)[0]["eps"]) == pytest.approx(10**stored, rel=1e-12)
 
 
 def test_unknown_storage_is_a_clear_error():

@@ -13,8 +13,9 @@ optimizer exactly)::
 
 Both have the derivative of ``exp(u)`` and ``sigmoid(u)``. For reproducing the original papers,
 ``storage="linear"`` keeps a value as it is (their code's parametrization; hgrad still projects
-it back into the domain, so a learning rate never turns negative) and ``storage="tanh"`` keeps a
-decay rate as ``atanh(2b - 1)``, as Chandra et al.'s code does. After each hyper-step the stored value
+it back into the domain, so a learning rate never turns negative), ``storage="tanh"`` keeps a
+decay rate as ``atanh(2b - 1)`` and ``storage="log10"`` a positive value as its base-10 log
+(``x = x0 * 10^(u - log10 x0)``), as Chandra et al.'s code keeps Adam's decay rates and epsilon. After each hyper-step the stored value
 is projected onto a window in which the constrained value is finite and inside its domain in the
 working precision (:func:`project`).
 """
@@ -29,7 +30,9 @@ import jax.numpy as jnp
 
 __all__ = ["Hyperparameter", "positive", "unit_interval", "check", "STORAGES"]
 
-STORAGES = ("unconstrained", "linear", "tanh")
+_LN10 = math.log(10.0)
+
+STORAGES = ("unconstrained", "linear", "tanh", "log10")
 
 
 class Hyperparameter(NamedTuple):
@@ -43,7 +46,8 @@ class Hyperparameter(NamedTuple):
         ``"linear"`` (the value itself, as the original papers' code stores learning rates and
         Chandra et al.'s SGD momentum; projected back into the domain after each hyper-step), or
         ``"tanh"`` (a decay rate as ``x`` with ``b = (1 + tanh x) / 2``, as Chandra et al.'s code
-        stores Adam's b1 and b2: half the logit).
+        stores Adam's b1 and b2: half the logit), or ``"log10"`` (a positive value as its base-10
+        log, as Chandra et al.'s code stores Adam's epsilon: the natural log over ``ln 10``).
     """
 
     kind: str
@@ -68,7 +72,7 @@ class Hyperparameter(NamedTuple):
         if self.storage == "linear":
             return x0
         if self.kind == "positive":
-            return jnp.log(x0)
+            return jnp.log10(x0) if self.storage == "log10" else jnp.log(x0)
         logit = jnp.log(x0) - jnp.log1p(-x0)
         return logit / 2 if self.storage == "tanh" else logit
 
@@ -79,9 +83,15 @@ class Hyperparameter(NamedTuple):
         u0 = self.unconstrained(u.dtype)
         x0 = jnp.asarray(self.initial, u.dtype)
         if self.kind == "positive":
-            return x0 * jnp.exp(u - u0)
-        squash = (lambda v: (1 + jnp.tanh(v)) / 2) if self.storage == "tanh" else jax.nn.sigmoid
-        x = x0 + (squash(u) - squash(u0))
+            return x0 * jnp.exp((u - u0) * _LN10 if self.storage == "log10" else u - u0)
+        if self.storage == "tanh":
+            # u and u0 through one tanh: alone, tanh(u0) of a constant is folded at compile time
+            # by another implementation of tanh, which can differ from the run-time one in the
+            # last bit (b2 = 0.999 did), and x would not be x0 at u = u0
+            both = (1 + jnp.tanh(jnp.stack([u, jnp.broadcast_to(u0, jnp.shape(u))]))) / 2
+            x = x0 + (both[0] - both[1])
+        else:
+            x = x0 + (jax.nn.sigmoid(u) - jax.nn.sigmoid(u0))
         return jnp.clip(x, 0, 1 - jnp.finfo(u.dtype).eps)
 
     def project(self, u: jax.Array) -> jax.Array:
@@ -98,10 +108,11 @@ class Hyperparameter(NamedTuple):
         if self.storage == "linear":  # the value itself: back into the domain
             hi = float(info.max) / 1e3 if self.kind == "positive" else 1 - float(info.eps)
             return jnp.clip(u, 0, hi)
-        if self.kind == "positive":
-            u0 = self.unconstrained(u.dtype)
-            lo = math.log(float(info.tiny)) + 1 + jnp.maximum(u0, 0)
-            hi = math.log(float(info.max)) - math.log(1e3) + jnp.minimum(u0, 0)
+        if self.kind == "positive":  # the window in natural-log units, then in the stored ones
+            scale = _LN10 if self.storage == "log10" else 1.0
+            u0 = self.unconstrained(u.dtype) * scale
+            lo = (math.log(float(info.tiny)) + 1 + jnp.maximum(u0, 0)) / scale
+            hi = (math.log(float(info.max)) - math.log(1e3) + jnp.minimum(u0, 0)) / scale
         else:
             hi = math.log(1 / float(info.eps)) - 1
             hi = hi / 2 if self.storage == "tanh" else hi
@@ -110,13 +121,14 @@ class Hyperparameter(NamedTuple):
 
 
 def positive(value: Any, name: str, storage: str = "unconstrained") -> Hyperparameter:
-    """A learning rate that a higher level may tune (stored as its log); checks ``value >= 0``.
+    """A learning rate (or another positive value) that a higher level may tune (stored as its
+    log); checks ``value >= 0``.
 
     A rate of 0 is allowed for the top of a tower (nothing tunes it there); :func:`tower` asks
     for a positive one below the top (:meth:`Hyperparameter.check_tunable`).
     """
     check_nonnegative(value, name)
-    _check_storage(storage, ("unconstrained", "linear"))
+    _check_storage(storage, ("unconstrained", "linear", "log10"))
     return Hyperparameter("positive", value, name, storage)
 
 
