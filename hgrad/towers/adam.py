@@ -46,16 +46,18 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
         u_t = -\alpha\, \frac{m_t / (1-\beta_1^t)}{\sqrt{v_t / (1-\beta_2^t)} + \epsilon}
 
     The square root is :func:`safe_sqrt`, so tuning ``b2`` gives no NaN where the second moment is
-    0. Tuning only the learning rate is Baydin et al.'s Adam-HD; tuning all three is Chandra et
+    0. Tuning only the learning rate is Baydin et al.'s Adam-HD; tuning all four is Chandra et
     al.'s hyperoptimizable Adam (whose moments, like here, are held fixed when differentiating).
 
     Args:
       learning_rate: ``alpha``; > 0 to be tuned, >= 0 otherwise.
       b1, b2: decay rates in [0, 1) (in (0, 1) to be tuned).
-      eps: >= 0, added to the root of the second moment.
-      tune: any of ``"learning_rate"`` (stored as its log), ``"b1"``, ``"b2"`` (as logits).
-      storage: ``"unconstrained"`` (log, logits) or ``"linear"``: the learning rate as it is
-        (projected to stay >= 0) and b1, b2 as ``atanh(2b - 1)``, as in Chandra et al.'s code.
+      eps: >= 0, added to the root of the second moment (> 0 to be tuned).
+      tune: any of ``"learning_rate"`` (stored as its log), ``"b1"``, ``"b2"`` (as logits) and
+        ``"eps"`` (as its log).
+      storage: ``"unconstrained"`` (logs, logits) or ``"linear"``: the learning rate as it is
+        (projected to stay >= 0), b1, b2 as ``atanh(2b - 1)`` and eps as ``log10(eps)``, as in
+        Chandra et al.'s code.
       rebuild_direction: if true, a tower keeps no copy of the last update for the learning
         rate's hypergradient and recomputes it from the moments when the next gradient arrives:
         one weight-sized array less, one more square root and division per weight and step
@@ -76,9 +78,9 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
       the ultimate optimizer*, NeurIPS 2022.
     """
     tune = tuple(tune)
-    unknown = set(tune) - {"learning_rate", "b1", "b2"}
+    unknown = set(tune) - {"learning_rate", "b1", "b2", "eps"}
     if unknown:
-        raise ValueError(f"adam can tune 'learning_rate', 'b1' and 'b2', not {sorted(unknown)}")
+        raise ValueError(f"adam can tune 'learning_rate', 'b1', 'b2' and 'eps', not {sorted(unknown)}")
     hyper = {}
     lr_spec = positive(learning_rate, "learning_rate", storage)
     if "learning_rate" in tune:
@@ -87,7 +89,9 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
         spec = unit_interval(value, name, "tanh" if storage == "linear" else storage)
         if name in tune:
             hyper[name] = spec
-    check_nonnegative(eps, "eps")
+    eps_spec = positive(eps, "eps", "log10" if storage == "linear" else storage)
+    if "eps" in tune:
+        hyper["eps"] = eps_spec
     check_nonnegative(initial_second_moment, "initial_second_moment")
 
     def init(params):
@@ -104,9 +108,9 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
         count = state.count + jnp.where(state.count < jnp.iinfo(jnp.int32).max, 1, 0)
         return beta1, beta2, mu, nu, count
 
-    def corrected(m, v, count, beta1, beta2, lr=0.0):
+    def corrected(m, v, count, beta1, beta2, epsilon, lr=0.0):
         t = count.astype(m.dtype) + jnp.asarray(0 * lr, m.dtype)  # + 0 * lr: see `direction`
-        return (m / (1 - beta1**t)) / (safe_sqrt(v / (1 - beta2**t)) + eps)
+        return (m / (1 - beta1**t)) / (safe_sqrt(v / (1 - beta2**t)) + epsilon)
 
     def update(grads, state, values):
         lr = values.get("learning_rate", learning_rate)
@@ -127,21 +131,23 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
         weight-sized copies per step (Adam-HD / optax.adam on Chandra et al.'s MLP 1.04 and
         1.08 with the copies, 1.00 and 1.01 without, paired runs on a 2-core CPU).
         """
-        beta1, beta2 = values.get("b1", b1), values.get("b2", b2)
+        beta1, beta2, epsilon = values.get("b1", b1), values.get("b2", b2), values.get("eps", eps)
         count = jnp.maximum(state.count, 1)  # at init mu = nu = 0: the direction is 0, not 0/0
         lr = values.get("learning_rate", learning_rate)
-        return jax.tree.map(lambda m, v: corrected(m, v, count, beta1, beta2, lr), state.mu, state.nu)
+        return jax.tree.map(lambda m, v: corrected(m, v, count, beta1, beta2, epsilon, lr), state.mu, state.nu)
 
     def tangents(grads, state, values):
-        r"""d(update)/d(b1) and d(update)/d(b2), by hand: one fused loop over the weights each.
+        r"""d(update)/d(b1), d(update)/d(b2) and d(update)/d(eps), by hand: one fused loop over
+        the weights each.
 
         With :math:`c_i = 1 - \beta_i^t`, :math:`\hat m = m / c_1`, :math:`s = \sqrt{v / c_2}`:
         :math:`\partial\hat m/\partial\beta_1 = (m_{t-1} - g)/c_1 + t\beta_1^{t-1} m / c_1^2`,
         :math:`\partial s/\partial\beta_2 = ((v_{t-1} - g^2)/c_2 + t\beta_2^{t-1} v/c_2^2)/(2s)`
         (0 where s = 0), :math:`\partial u/\partial\beta_1 = -\alpha\,(\partial\hat m/
         \partial\beta_1)/(s+\epsilon)`, :math:`\partial u/\partial\beta_2 = \alpha\hat m\,
-        (\partial s/\partial\beta_2)/(s+\epsilon)^2`. The divisions by :math:`c_i` are products
-        with scalar reciprocals.
+        (\partial s/\partial\beta_2)/(s+\epsilon)^2`, :math:`\partial u/\partial\epsilon =
+        \alpha\hat m/(s+\epsilon)^2`. The divisions by :math:`c_i` are products with scalar
+        reciprocals.
 
         The old moments enter only as :math:`m_{t-1} - g = (m - g)/\beta_1` and
         :math:`v_{t-1} - g^2 = (v - g^2)/\beta_2`, from the new moments, so that nothing reads
@@ -162,14 +168,15 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
         :math:`m_{t-1} - g` or :math:`v_{t-1} - g^2`, is taken as 0.
 
         Each derivative computes its own :math:`s`, as :math:`\sqrt{v/c_2}` for
-        :math:`\beta_1` and :math:`\sqrt{v}\sqrt{1/c_2}` for :math:`\beta_2`: written the same
-        way, XLA merged the two, and as it does not repeat a square root or a division in two
+        :math:`\beta_1`, :math:`\sqrt{v}\sqrt{1/c_2}` for :math:`\beta_2` and
+        :math:`\sqrt{4v/c_2}/2` (the same bits as the first) for :math:`\epsilon`: written the
+        same way, XLA merged them, and as it does not repeat a square root or a division in two
         fused loops, it wrote :math:`s` and :math:`1/(s+\epsilon)` as two weight-sized arrays
         that both derivatives then read back (the Adam(lr, b1, b2) level at height 1 on Baydin
         et al.'s MLP, 2-core CPU, paired: 1.47 and 1.50 times optax.adam's step shared, 1.40
         and 1.36 apart). The arithmetic is free beside the memory traffic.
         """
-        lr = values.get("learning_rate", learning_rate)
+        lr, epsilon = values.get("learning_rate", learning_rate), values.get("eps", eps)
         beta1, beta2, mu, nu, count = moments(grads, state, values)
         # 1 / beta, or 0 where beta is 0: m_{t-1} - g = (m - g) / beta (see the docstring)
         over_b1, over_b2 = (jnp.where(beta > 0, 1 / jnp.where(beta > 0, beta, 1), 0)
@@ -181,16 +188,19 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
             out = {}
             if "b1" in hyper:
                 dm = ((m - g) * over_b1) * r1 + (t * beta1 ** (t - 1) * r1 * r1) * m
-                out["b1"] = -lr * dm / (safe_sqrt(v * r2) + eps)
+                out["b1"] = -lr * dm / (safe_sqrt(v * r2) + epsilon)
             if "b2" in hyper:
                 s = safe_sqrt(v) * jnp.sqrt(r2)  # not the same expression as above: see docstring
-                inverse = 1 / (s + eps)
+                inverse = 1 / (s + epsilon)
                 dv = ((v - g * g) * over_b2) * r2 + (t * beta2 ** (t - 1) * r2 * r2) * v
                 ds = jnp.where(s > 0, dv / (2 * jnp.where(s > 0, s, 1)), 0)
                 out["b2"] = (lr * r1) * m * ds * (inverse * inverse)
+            if "eps" in hyper:
+                inverse = 1 / (safe_sqrt(4 * r2 * v) / 2 + epsilon)  # sqrt(v r2), its own way: see docstring
+                out["eps"] = (lr * r1) * m * (inverse * inverse)
             return out
 
-        names = [name for name in ("b1", "b2") if name in hyper]
+        names = [name for name in ("b1", "b2", "eps") if name in hyper]
         if not names:
             return {}
         per_leaf = jax.tree.map(both, grads, mu, nu)  # leaves -> {name: array}
