@@ -119,8 +119,10 @@ TOWERS = {
         ht.sgd(0.001),
     ),
     "linear: adam(lr, b1, b2, eps)/sgd_per_hyperparameter/sgd": (
-        ht.adam(0.05, b1=0.8, b2=0.9, eps=0.1, tune=("learning_rate", "b1", "b2", "eps"), storage="linear"),
-        ht.sgd_per_hyperparameter({"learning_rate": 0.01, "b1": 0.03, "b2": 0.02, "eps": 0.05}, storage="linear"),
+        ht.adam(0.05, b1=0.8, b2=0.9, eps=0.1, tune=("learning_rate", "b1", "b2", "eps"),
+                storage="linear"),
+        ht.sgd_per_hyperparameter({"learning_rate": 0.01, "b1": 0.03, "b2": 0.02, "eps": 0.05},
+                                  storage="linear"),
         ht.sgd(0.001),
     ),
     "adam(eps; rebuilding its direction)/sgd": (
@@ -197,7 +199,8 @@ PLAIN = {
         ht.tower(ht.adam(1e-3)),
     ),
     "linear: adam(lr, b1, b2, eps)/sgd(0)": (
-        ht.tower(ht.adam(1e-3, eps=1e-3, tune=("learning_rate", "b1", "b2", "eps"), storage="linear"), ht.sgd(0.0)),
+        ht.tower(ht.adam(1e-3, eps=1e-3, tune=("learning_rate", "b1", "b2", "eps"), storage="linear"),
+                 ht.sgd(0.0)),
         ht.tower(ht.adam(1e-3, eps=1e-3)),
     ),
 }
@@ -580,6 +583,8 @@ def test_unknown_storage_is_a_clear_error():
         ht.sgd(0.1, storage="log")
     with pytest.raises(ValueError, match="storage must be"):
         ht.adam(0.1, storage="tanh")
+    with pytest.raises(ValueError, match="storage must be"):
+        ht.sgd(0.1, momentum=0.9, storage="log10")  # a decay rate has no log10 storage
 
 
 def test_sgd_per_hyperparameter_with_equal_step_sizes_is_sgd():

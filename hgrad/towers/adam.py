@@ -134,7 +134,8 @@ def adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 
         beta1, beta2, epsilon = values.get("b1", b1), values.get("b2", b2), values.get("eps", eps)
         count = jnp.maximum(state.count, 1)  # at init mu = nu = 0: the direction is 0, not 0/0
         lr = values.get("learning_rate", learning_rate)
-        return jax.tree.map(lambda m, v: corrected(m, v, count, beta1, beta2, epsilon, lr), state.mu, state.nu)
+        return jax.tree.map(lambda m, v: corrected(m, v, count, beta1, beta2, epsilon, lr),
+                            state.mu, state.nu)
 
     def tangents(grads, state, values):
         r"""d(update)/d(b1), d(update)/d(b2) and d(update)/d(eps), by hand: one fused loop over

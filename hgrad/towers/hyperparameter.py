@@ -15,9 +15,9 @@ Both have the derivative of ``exp(u)`` and ``sigmoid(u)``. For reproducing the o
 ``storage="linear"`` keeps a value as it is (their code's parametrization; hgrad still projects
 it back into the domain, so a learning rate never turns negative), ``storage="tanh"`` keeps a
 decay rate as ``atanh(2b - 1)`` and ``storage="log10"`` a positive value as its base-10 log
-(``x = x0 * 10^(u - log10 x0)``), as Chandra et al.'s code keeps Adam's decay rates and epsilon. After each hyper-step the stored value
-is projected onto a window in which the constrained value is finite and inside its domain in the
-working precision (:func:`project`).
+(``x = x0 * 10^(u - log10 x0)``), as Chandra et al.'s code keeps Adam's decay rates and epsilon.
+After each hyper-step the stored value is projected onto a window in which the constrained value
+is finite and inside its domain in the working precision (:func:`project`).
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def positive(value: Any, name: str, storage: str = "unconstrained") -> Hyperpara
 def unit_interval(value: Any, name: str, storage: str = "unconstrained") -> Hyperparameter:
     """A decay rate that a higher level may tune (stored as its logit); checks ``0 <= value < 1``."""
     check(value, name, lambda v: 0 <= v < 1, "in [0, 1)")
-    _check_storage(storage, STORAGES)
+    _check_storage(storage, ("unconstrained", "linear", "tanh"))
     return Hyperparameter("unit_interval", value, name, storage)
 
 
