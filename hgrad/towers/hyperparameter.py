@@ -32,7 +32,9 @@ __all__ = ["Hyperparameter", "positive", "unit_interval", "check", "STORAGES"]
 
 _LN10 = math.log(10.0)
 
-STORAGES = ("unconstrained", "linear", "tanh", "log10")
+_POSITIVE_STORAGES = ("unconstrained", "linear", "log10")  # a learning rate, Adam's eps
+_DECAY_STORAGES = ("unconstrained", "linear", "tanh")  # a decay rate
+STORAGES = _POSITIVE_STORAGES + ("tanh",)  # every storage
 
 
 class Hyperparameter(NamedTuple):
@@ -128,14 +130,14 @@ def positive(value: Any, name: str, storage: str = "unconstrained") -> Hyperpara
     for a positive one below the top (:meth:`Hyperparameter.check_tunable`).
     """
     check_nonnegative(value, name)
-    _check_storage(storage, ("unconstrained", "linear", "log10"))
+    _check_storage(storage, _POSITIVE_STORAGES)
     return Hyperparameter("positive", value, name, storage)
 
 
 def unit_interval(value: Any, name: str, storage: str = "unconstrained") -> Hyperparameter:
     """A decay rate that a higher level may tune (stored as its logit); checks ``0 <= value < 1``."""
     check(value, name, lambda v: 0 <= v < 1, "in [0, 1)")
-    _check_storage(storage, ("unconstrained", "linear", "tanh"))
+    _check_storage(storage, _DECAY_STORAGES)
     return Hyperparameter("unit_interval", value, name, storage)
 
 
